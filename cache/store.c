@@ -1,0 +1,334 @@
+/*
+ * store: see store.h.
+ *
+ * Record layout, little-endian, no padding (read with memcpy: LMDB gives no
+ * alignment guarantee):
+ *
+ *   0  u32 magic "CGR1"     4  u16 version (1)    6  u16 flags (0)
+ *   8  i64 stored_ms       16  i64 expires_ms    24  u64 etag
+ *  32  u8[32] key hash     64  u32 query_len     68  u32 ctype_len
+ *  72  u64 body_len        80  query, ctype, body bytes
+ *  end-8  u64 XXH3-64 of every byte before it
+ *
+ * A record verifies when its size is exactly 88 + the three lengths, magic
+ * and version match, and the checksum matches. The id is not stored in the
+ * record, but the key hash and query are, and store_get checks that they
+ * hash to the id asked for, so a record can never answer for another key.
+ */
+#include "cache/store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define STORE_MAGIC 0x53544f52u
+#define VIEW_MAGIC 0x56494557u
+#define RECORD_MAGIC 0x31524743u /* "CGR1" little-endian */
+#define RECORD_VERSION 1
+#define HEAD_LEN 80
+#define TAIL_LEN 8
+
+struct store {
+	unsigned magic;
+	MDB_env *env;
+	MDB_dbi dbi;
+	int lock_fd;
+};
+
+struct store_view {
+	unsigned magic;
+	MDB_txn *txn;
+};
+
+static void put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint16_t get_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+void store_hash_api_key(const char *key, size_t len,
+			uint8_t out[STORE_KEYHASH_LEN])
+{
+	SHA256((const unsigned char *)key, len, out);
+}
+
+void store_entry_id(const uint8_t keyhash[STORE_KEYHASH_LEN], const char *query,
+		    size_t query_len, uint8_t out[STORE_ID_LEN])
+{
+	uint8_t buf[STORE_KEYHASH_LEN + STORE_QUERY_MAX];
+
+	assert(query_len <= STORE_QUERY_MAX);
+	memcpy(buf, keyhash, STORE_KEYHASH_LEN);
+	memcpy(buf + STORE_KEYHASH_LEN, query, query_len);
+	SHA256(buf, STORE_KEYHASH_LEN + query_len, out);
+}
+
+static int mkdir_p(const char *dir)
+{
+	char path[4096];
+	size_t len = strlen(dir);
+
+	if (len == 0 || len >= sizeof(path))
+		return -1;
+	memcpy(path, dir, len + 1);
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) != 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+struct store *store_open(const char *dir, uint64_t map_bytes, int exclusive,
+			 char *err, size_t err_size)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	char lock_path[4200];
+	MDB_txn *txn = NULL;
+	struct stat sb;
+	int rc;
+
+	if (st == NULL)
+		abort();
+	st->magic = STORE_MAGIC;
+	st->lock_fd = -1;
+	if (mkdir_p(dir) != 0 || stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+		snprintf(err, err_size, "cache directory %s: %s", dir,
+			 errno ? strerror(errno) : "not a directory");
+		goto fail;
+	}
+	if (access(dir, R_OK | W_OK | X_OK) != 0) {
+		snprintf(err, err_size, "cache directory %s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	if (exclusive) {
+		snprintf(lock_path, sizeof(lock_path), "%s/gateway.lock", dir);
+		st->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (st->lock_fd < 0) {
+			snprintf(err, err_size, "%s: %s", lock_path, strerror(errno));
+			goto fail;
+		}
+		if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+			snprintf(err, err_size,
+				 "cache directory %s is in use by another gateway", dir);
+			goto fail;
+		}
+	}
+	if ((rc = mdb_env_create(&st->env)) != 0 ||
+	    (rc = mdb_env_set_mapsize(st->env, (size_t)map_bytes)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(st->env, STORE_MAX_READERS)) != 0 ||
+	    (rc = mdb_env_open(st->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD,
+			       0600)) != 0 ||
+	    (rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0 ||
+	    (rc = mdb_dbi_open(txn, NULL, 0, &st->dbi)) != 0 ||
+	    (rc = mdb_txn_commit(txn)) != 0) {
+		if (txn && rc != 0)
+			mdb_txn_abort(txn);
+		snprintf(err, err_size, "cache directory %s: %s", dir, mdb_strerror(rc));
+		goto fail;
+	}
+	return st;
+fail:
+	store_close(st);
+	return NULL;
+}
+
+void store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	assert(st->magic == STORE_MAGIC);
+	if (st->env) {
+		mdb_env_sync(st->env, 1);
+		mdb_env_close(st->env);
+	}
+	if (st->lock_fd >= 0)
+		close(st->lock_fd); /* releases the flock */
+	st->magic = 0;
+	free(st);
+}
+
+enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
+			    struct store_entry *e)
+{
+	MDB_val key = {STORE_ID_LEN, (void *)id};
+	MDB_val val;
+	MDB_txn *txn = NULL;
+	uint8_t *p;
+	size_t size;
+	int rc;
+
+	assert(st->magic == STORE_MAGIC);
+	if (e->query_len > STORE_QUERY_MAX || e->content_type_len > STORE_CTYPE_MAX ||
+	    e->body_len > SIZE_MAX - HEAD_LEN - TAIL_LEN - STORE_QUERY_MAX - STORE_CTYPE_MAX)
+		return STORE_INVALID;
+	size = HEAD_LEN + e->query_len + e->content_type_len + e->body_len + TAIL_LEN;
+	e->etag = XXH3_64bits(e->body, e->body_len);
+	if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+		goto out;
+	val.mv_size = size;
+	val.mv_data = NULL;
+	/* MDB_RESERVE: LMDB hands us the space; we write the record in place. */
+	if ((rc = mdb_put(txn, st->dbi, &key, &val, MDB_RESERVE)) != 0)
+		goto out;
+	p = val.mv_data;
+	put_u32(p, RECORD_MAGIC);
+	put_u16(p + 4, RECORD_VERSION);
+	put_u16(p + 6, 0);
+	put_u64(p + 8, (uint64_t)e->stored_ms);
+	put_u64(p + 16, (uint64_t)e->expires_ms);
+	put_u64(p + 24, e->etag);
+	memcpy(p + 32, e->keyhash, STORE_KEYHASH_LEN);
+	put_u32(p + 64, (uint32_t)e->query_len);
+	put_u32(p + 68, (uint32_t)e->content_type_len);
+	put_u64(p + 72, (uint64_t)e->body_len);
+	p += HEAD_LEN;
+	memcpy(p, e->query, e->query_len);
+	p += e->query_len;
+	memcpy(p, e->content_type, e->content_type_len);
+	p += e->content_type_len;
+	if (e->body_len)
+		memcpy(p, e->body, e->body_len);
+	p += e->body_len;
+	put_u64(p, XXH3_64bits(val.mv_data, size - TAIL_LEN));
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL)
+		return STORE_FULL;
+	return rc == 0 ? STORE_OK : STORE_ERROR;
+}
+
+/* Checks a record and fills `e` with pointers into it. */
+static enum store_status decode(const MDB_val *val, const uint8_t id[STORE_ID_LEN],
+				struct store_entry *e)
+{
+	const uint8_t *p = val->mv_data;
+	uint8_t check_id[STORE_ID_LEN];
+	uint64_t body_len;
+	uint32_t query_len, ctype_len;
+
+	if (val->mv_size < HEAD_LEN + TAIL_LEN || get_u32(p) != RECORD_MAGIC ||
+	    get_u16(p + 4) != RECORD_VERSION)
+		return STORE_CORRUPT;
+	query_len = get_u32(p + 64);
+	ctype_len = get_u32(p + 68);
+	body_len = get_u64(p + 72);
+	if (query_len > STORE_QUERY_MAX || ctype_len > STORE_CTYPE_MAX ||
+	    body_len != val->mv_size - HEAD_LEN - TAIL_LEN - query_len - ctype_len ||
+	    body_len > val->mv_size)
+		return STORE_CORRUPT;
+	if (XXH3_64bits(p, val->mv_size - TAIL_LEN) !=
+	    get_u64(p + val->mv_size - TAIL_LEN))
+		return STORE_CORRUPT;
+	e->stored_ms = (int64_t)get_u64(p + 8);
+	e->expires_ms = (int64_t)get_u64(p + 16);
+	e->etag = get_u64(p + 24);
+	memcpy(e->keyhash, p + 32, STORE_KEYHASH_LEN);
+	e->query = (const char *)p + HEAD_LEN;
+	e->query_len = query_len;
+	e->content_type = e->query + query_len;
+	e->content_type_len = ctype_len;
+	e->body = e->content_type + ctype_len;
+	e->body_len = (size_t)body_len;
+	store_entry_id(e->keyhash, e->query, e->query_len, check_id);
+	if (memcmp(check_id, id, STORE_ID_LEN) != 0)
+		return STORE_CORRUPT;
+	return STORE_OK;
+}
+
+enum store_status store_get(struct store *st, const uint8_t id[STORE_ID_LEN],
+			    struct store_view **view, struct store_entry *e)
+{
+	MDB_val key = {STORE_ID_LEN, (void *)id};
+	MDB_val val;
+	MDB_txn *txn;
+	enum store_status s;
+	struct store_view *v;
+	int rc;
+
+	assert(st->magic == STORE_MAGIC);
+	*view = NULL;
+	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
+		return STORE_ERROR;
+	rc = mdb_get(txn, st->dbi, &key, &val);
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
+	}
+	s = decode(&val, id, e);
+	if (s != STORE_OK) {
+		mdb_txn_abort(txn);
+		return s;
+	}
+	v = malloc(sizeof(*v));
+	if (v == NULL)
+		abort();
+	v->magic = VIEW_MAGIC;
+	v->txn = txn;
+	*view = v;
+	return STORE_OK;
+}
+
+void store_view_release(struct store_view *view)
+{
+	if (view == NULL)
+		return;
+	assert(view->magic == VIEW_MAGIC);
+	mdb_txn_abort(view->txn);
+	view->magic = 0;
+	free(view);
+}
+
+enum store_status store_delete(struct store *st, const uint8_t id[STORE_ID_LEN])
+{
+	MDB_val key = {STORE_ID_LEN, (void *)id};
+	MDB_txn *txn;
+	int rc;
+
+	assert(st->magic == STORE_MAGIC);
+	if (mdb_txn_begin(st->env, NULL, 0, &txn) != 0)
+		return STORE_ERROR;
+	rc = mdb_del(txn, st->dbi, &key, NULL);
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
+	}
+	return mdb_txn_commit(txn) == 0 ? STORE_OK : STORE_ERROR;
+}
+
+int store_sync(struct store *st)
+{
+	return mdb_env_sync(st->env, 1) == 0 ? 0 : -1;
+}
+
+size_t store_count(struct store *st)
+{
+	MDB_txn *txn;
+	MDB_stat ms;
+	size_t n = 0;
+
+	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
+		return 0;
+	if (mdb_stat(txn, st->dbi, &ms) == 0)
+		n = ms.ms_entries;
+	mdb_txn_abort(txn);
+	return n;
+}

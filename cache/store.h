@@ -1,0 +1,109 @@
+/*
+ * store: the LMDB store of upstream answers, one record per (API key hash,
+ * canonical query).
+ *
+ * Data model. One LMDB environment in a directory, one unnamed database:
+ *   key   = entry id, SHA-256(SHA-256(api key) || canonical query), 32 bytes
+ *   value = a self-checking record (layout in store.c): times, ETag, the key
+ *           hash, the canonical query, the Content-Type and the body, closed
+ *           by an XXH3-64 checksum over everything before it.
+ * The raw API key is never stored: only its SHA-256. A record is served only
+ * if its checksum and lengths verify, so a torn or corrupted record reads as
+ * STORE_CORRUPT and is never handed out.
+ *
+ * Durability: the environment runs with MDB_NOSYNC. A committed record is in
+ * the kernel's page cache at once, so it survives the process being killed
+ * (kill -9); store_sync (called periodically by the owner) makes it survive
+ * a power loss. What a power loss can cost: the records committed since the
+ * last sync.
+ *
+ * Reads are zero-copy: store_get returns a view whose pointers point into
+ * the memory map; the view pins them (an LMDB read transaction) until
+ * store_view_release. Writes are one short write transaction each.
+ */
+#ifndef CG_CACHE_STORE_H
+#define CG_CACHE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_ID_LEN 32
+#define STORE_KEYHASH_LEN 32
+#define STORE_QUERY_MAX 4096        /* longest canonical query stored */
+#define STORE_CTYPE_MAX 256         /* longest Content-Type stored */
+#define STORE_MAX_READERS 1024      /* views open at once */
+
+struct store;
+struct store_view;
+
+enum store_status {
+	STORE_OK = 0,
+	STORE_NOT_FOUND,
+	STORE_CORRUPT, /* the record failed its checks: not served */
+	STORE_FULL,    /* the map is full: evict, then retry */
+	STORE_INVALID, /* the entry given to store_put breaks a bound */
+	STORE_ERROR,   /* LMDB failed otherwise (see the log) */
+};
+
+/* An entry. From store_get its pointers are borrowed from the view. */
+struct store_entry {
+	int64_t stored_ms;  /* when the answer came, ms since the epoch */
+	int64_t expires_ms; /* when it stops being fresh */
+	uint64_t etag;      /* XXH3-64 of the body; set by store_put */
+	uint8_t keyhash[STORE_KEYHASH_LEN];
+	const char *query;
+	size_t query_len;
+	const char *content_type;
+	size_t content_type_len;
+	const void *body;
+	size_t body_len;
+};
+
+/* SHA-256 of an API key: the only form in which a key is kept. */
+void store_hash_api_key(const char *key, size_t len,
+			uint8_t out[STORE_KEYHASH_LEN]);
+
+/* The entry id of (key hash, canonical query). */
+void store_entry_id(const uint8_t keyhash[STORE_KEYHASH_LEN], const char *query,
+		    size_t query_len, uint8_t out[STORE_ID_LEN]);
+
+/*
+ * Opens (creating if missing, mode 0700) the store in `dir` with a map of
+ * map_bytes. With `exclusive`, also takes an advisory lock on dir/gateway.lock
+ * so that a second gateway on the same directory is refused (the cache tools
+ * open without it). Returns NULL with `err` set on failure.
+ */
+struct store *store_open(const char *dir, uint64_t map_bytes, int exclusive,
+			 char *err, size_t err_size);
+
+/* Syncs and closes. Every view must have been released. */
+void store_close(struct store *st);
+
+/* Writes (or replaces) the entry under `id`; computes its ETag and checksum.
+ * Borrows everything. On STORE_FULL nothing was written; note that LMDB
+ * reuses pages freed by transactions older than the last commit, so room is
+ * made by deleting in batches (or in one transaction), not one at a time. */
+enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
+			    struct store_entry *e);
+
+/*
+ * Looks `id` up. On STORE_OK, *view holds the read transaction and `e`
+ * points into it until store_view_release(*view). On any other status there
+ * is no view to release.
+ */
+enum store_status store_get(struct store *st, const uint8_t id[STORE_ID_LEN],
+			    struct store_view **view, struct store_entry *e);
+
+/* Ends a view; its entry's pointers are invalid afterwards. */
+void store_view_release(struct store_view *view);
+
+/* Removes the entry under `id`: STORE_OK or STORE_NOT_FOUND. */
+enum store_status store_delete(struct store *st, const uint8_t id[STORE_ID_LEN]);
+
+/* Flushes committed records to disk (fsync). Returns 0 or -1. */
+int store_sync(struct store *st);
+
+/* Number of entries. */
+size_t store_count(struct store *st);
+
+#endif

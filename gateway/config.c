@@ -1,0 +1,377 @@
+/*
+ * config: see config.h. The option table below is the single list of
+ * settings; adding a setting is one row plus a field in struct cg_config.
+ */
+#include "gateway/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+enum opt_type {
+	OPT_HOSTPORT, /* listen_host + listen_port */
+	OPT_URL,      /* http:// or https:// base URL */
+	OPT_PATH,
+	OPT_MS,       /* long, milliseconds */
+	OPT_COUNT,    /* long */
+	OPT_BYTES,    /* uint64_t; accepts K, M, G suffixes (binary) */
+	OPT_LEVEL,
+};
+
+struct opt {
+	const char *name;
+	enum opt_type type;
+	size_t offset;
+	uint64_t min, max; /* inclusive, for numbers */
+	const char *def;
+	const char *metavar;
+	const char *help;
+};
+
+#define OFF(field) offsetof(struct cg_config, field)
+
+static const struct opt opts[] = {
+	{"config", OPT_PATH, OFF(config_path), 0, 0, "", "FILE",
+	 "read settings from FILE (key = value lines); flags override it"},
+	{"listen", OPT_HOSTPORT, 0, 0, 0, "127.0.0.1:8080", "HOST:PORT",
+	 "address to serve on (port 0: any free port)"},
+	{"upstream", OPT_URL, OFF(upstream), 0, 0, "https://api.vambe.me", "URL",
+	 "the vendor's base URL (http:// or https://)"},
+	{"upstream-timeout", OPT_MS, OFF(upstream_timeout_ms), 1, 3600000, "30000",
+	 "MS", "longest upstream exchange; past it the client gets 504"},
+	{"connect-timeout", OPT_MS, OFF(connect_timeout_ms), 1, 600000, "5000", "MS",
+	 "longest upstream connect (TCP and TLS)"},
+	{"client-timeout", OPT_MS, OFF(client_timeout_ms), 100, 3600000, "30000",
+	 "MS", "idle or stalled client connections are closed after this"},
+	{"shutdown-timeout", OPT_MS, OFF(shutdown_timeout_ms), 0, 600000, "10000",
+	 "MS", "on SIGTERM, wait this long for in-flight requests"},
+	{"max-connections", OPT_COUNT, OFF(max_connections), 1, 100000, "1024", "N",
+	 "client connections served at once; more get 503"},
+	{"upstream-connections", OPT_COUNT, OFF(upstream_connections), 1, 4096,
+	 "64", "N", "upstream connections open at once (more requests queue)"},
+	{"max-body-bytes", OPT_BYTES, OFF(max_body_bytes), 1024,
+	 (uint64_t)4 << 30, "64M", "BYTES", "largest upstream body accepted (502 past it)"},
+	{"max-header-bytes", OPT_BYTES, OFF(max_header_bytes), 1024, 1 << 20, "16K",
+	 "BYTES", "largest client request line plus headers"},
+	{"log-level", OPT_LEVEL, OFF(log_level), 0, 0, "info", "LEVEL",
+	 "error, warn, info or debug"},
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+static const struct opt *find_opt(const char *name, size_t len)
+{
+	for (size_t i = 0; i < N_OPTS; i++)
+		if (strlen(opts[i].name) == len && memcmp(opts[i].name, name, len) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+/* Strict unsigned decimal: digits only, no sign, no overflow. */
+static int parse_u64(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (*s == '\0')
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_bytes(const char *s, uint64_t *out)
+{
+	char digits[32];
+	size_t len = strlen(s);
+	unsigned shift = 0;
+	uint64_t v;
+
+	if (len == 0 || len >= sizeof(digits))
+		return -1;
+	memcpy(digits, s, len + 1);
+	switch (toupper((unsigned char)digits[len - 1])) {
+	case 'K': shift = 10; break;
+	case 'M': shift = 20; break;
+	case 'G': shift = 30; break;
+	default: break;
+	}
+	if (shift)
+		digits[len - 1] = '\0';
+	if (parse_u64(digits, &v) != 0 || v > (UINT64_MAX >> shift))
+		return -1;
+	*out = v << shift;
+	return 0;
+}
+
+static int set_hostport(struct cg_config *cfg, const char *v, char *err,
+			size_t err_size)
+{
+	const char *colon = strrchr(v, ':');
+	const char *host = v;
+	size_t host_len;
+	uint64_t port;
+
+	if (colon == NULL || colon == v)
+		goto bad;
+	host_len = (size_t)(colon - v);
+	if (host[0] == '[') { /* [::1]:8080 */
+		if (host_len < 3 || host[host_len - 1] != ']')
+			goto bad;
+		host++;
+		host_len -= 2;
+	}
+	if (host_len >= sizeof(cfg->listen_host) ||
+	    parse_u64(colon + 1, &port) != 0 || port > 65535)
+		goto bad;
+	for (size_t i = 0; i < host_len; i++)
+		if (!isalnum((unsigned char)host[i]) && !strchr(".-:", host[i]))
+			goto bad;
+	memcpy(cfg->listen_host, host, host_len);
+	cfg->listen_host[host_len] = '\0';
+	cfg->listen_port = (unsigned)port;
+	return 0;
+bad:
+	snprintf(err, err_size, "listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:8080)", v);
+	return -1;
+}
+
+static int set_url(char *dst, const char *v, char *err, size_t err_size)
+{
+	size_t len = strlen(v);
+	const char *host;
+
+	if (strncmp(v, "http://", 7) == 0)
+		host = v + 7;
+	else if (strncmp(v, "https://", 8) == 0)
+		host = v + 8;
+	else
+		goto bad;
+	while (len > 0 && v[len - 1] == '/')
+		len--;
+	if (len <= (size_t)(host - v) || len >= CONFIG_URL_MAX ||
+	    strpbrk(v, "?# \t\r\n") != NULL)
+		goto bad;
+	memcpy(dst, v, len);
+	dst[len] = '\0';
+	return 0;
+bad:
+	snprintf(err, err_size,
+		 "upstream: '%s' is not an http:// or https:// base URL", v);
+	return -1;
+}
+
+int config_set(struct cg_config *cfg, const char *name, const char *value,
+	       char *err, size_t err_size)
+{
+	const struct opt *o = find_opt(name, strlen(name));
+	char *field;
+	uint64_t n;
+
+	if (o == NULL) {
+		snprintf(err, err_size, "unknown option '%s'", name);
+		return -1;
+	}
+	field = (char *)cfg + o->offset;
+	switch (o->type) {
+	case OPT_HOSTPORT:
+		return set_hostport(cfg, value, err, err_size);
+	case OPT_URL:
+		return set_url(field, value, err, err_size);
+	case OPT_PATH:
+		if (strlen(value) >= CONFIG_PATH_MAX) {
+			snprintf(err, err_size, "%s: path too long", name);
+			return -1;
+		}
+		memcpy(field, value, strlen(value) + 1);
+		return 0;
+	case OPT_LEVEL:
+		if (cglog_parse_level(value, (enum cglog_level *)(void *)field) != 0) {
+			snprintf(err, err_size,
+				 "%s: '%s' is not one of error, warn, info, debug",
+				 name, value);
+			return -1;
+		}
+		return 0;
+	case OPT_MS:
+	case OPT_COUNT:
+	case OPT_BYTES:
+		if ((o->type == OPT_BYTES ? parse_bytes(value, &n)
+					  : parse_u64(value, &n)) != 0 ||
+		    n < o->min || n > o->max) {
+			snprintf(err, err_size,
+				 "%s: '%s' is not a whole number from %llu to %llu%s",
+				 name, value, (unsigned long long)o->min,
+				 (unsigned long long)o->max,
+				 o->type == OPT_BYTES ? " (K, M, G suffixes allowed)" : "");
+			return -1;
+		}
+		if (o->type == OPT_BYTES)
+			*(uint64_t *)(void *)field = n;
+		else
+			*(long *)(void *)field = (long)n;
+		return 0;
+	}
+	return -1;
+}
+
+void config_defaults(struct cg_config *cfg)
+{
+	char err[CONFIG_ERR_MAX];
+
+	memset(cfg, 0, sizeof(*cfg));
+	for (size_t i = 0; i < N_OPTS; i++) {
+		int rc = config_set(cfg, opts[i].name, opts[i].def, err, sizeof(err));
+
+		(void)rc;
+	}
+}
+
+static char *trim(char *s)
+{
+	char *end;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char)end[-1]))
+		*--end = '\0';
+	return s;
+}
+
+int config_load_file(struct cg_config *cfg, const char *path, char *err,
+		     size_t err_size)
+{
+	char line[CONFIG_LINE_MAX];
+	char why[CONFIG_ERR_MAX];
+	unsigned lineno = 0;
+	int rc = -1;
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL) {
+		snprintf(err, err_size, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *key, *value, *eq;
+
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			snprintf(err, err_size, "%s:%u: line longer than %d bytes",
+				 path, lineno, CONFIG_LINE_MAX - 2);
+			goto out;
+		}
+		key = trim(line);
+		if (*key == '\0' || *key == '#')
+			continue;
+		eq = strchr(key, '=');
+		if (eq == NULL) {
+			snprintf(err, err_size, "%s:%u: expected 'key = value'", path,
+				 lineno);
+			goto out;
+		}
+		*eq = '\0';
+		key = trim(key);
+		value = trim(eq + 1);
+		if (strcmp(key, "config") == 0) {
+			snprintf(err, err_size, "%s:%u: 'config' cannot be set in a file",
+				 path, lineno);
+			goto out;
+		}
+		if (config_set(cfg, key, value, why, sizeof(why)) != 0) {
+			snprintf(err, err_size, "%s:%u: %s", path, lineno, why);
+			goto out;
+		}
+	}
+	if (ferror(f)) {
+		snprintf(err, err_size, "%s: read error", path);
+		goto out;
+	}
+	rc = 0;
+out:
+	fclose(f);
+	return rc;
+}
+
+/*
+ * Walks argv, calling `apply` for every flag. Pass one handles --config,
+ * --help and --version; pass two everything else, so flags beat the file.
+ */
+enum config_status config_from_args(struct cg_config *cfg, int argc,
+				    char *const argv[], int first, char *err,
+				    size_t err_size)
+{
+	char why[CONFIG_ERR_MAX];
+
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = first; i < argc; i++) {
+			const char *arg = argv[i];
+			const char *name, *eq, *value;
+			const struct opt *o;
+			size_t len;
+
+			if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
+				return CONFIG_HELP;
+			if (strcmp(arg, "--version") == 0)
+				return CONFIG_VERSION;
+			if (strncmp(arg, "--", 2) != 0) {
+				snprintf(err, err_size, "unexpected argument '%s' (see --help)", arg);
+				return CONFIG_ERROR;
+			}
+			name = arg + 2;
+			eq = strchr(name, '=');
+			len = eq ? (size_t)(eq - name) : strlen(name);
+			o = find_opt(name, len);
+			if (o == NULL) {
+				snprintf(err, err_size, "unknown option '%.*s' (see --help)",
+					 (int)len + 2, arg);
+				return CONFIG_ERROR;
+			}
+			if (eq) {
+				value = eq + 1;
+			} else if (i + 1 < argc) {
+				value = argv[++i];
+			} else {
+				snprintf(err, err_size, "option '%s' needs a value", arg);
+				return CONFIG_ERROR;
+			}
+			if ((pass == 0) != (strcmp(o->name, "config") == 0))
+				continue;
+			if (config_set(cfg, o->name, value, why, sizeof(why)) != 0) {
+				snprintf(err, err_size, "%s", why);
+				return CONFIG_ERROR;
+			}
+			if (pass == 0 &&
+			    config_load_file(cfg, cfg->config_path, err, err_size) != 0)
+				return CONFIG_ERROR;
+		}
+	}
+	return CONFIG_OK;
+}
+
+void config_usage(FILE *out, const char *argv0)
+{
+	fprintf(out,
+		"Usage: %s [OPTIONS]\n"
+		"A caching gateway for GET /api/public/contacts.\n\n"
+		"Options (each also a config-file key, without the dashes):\n",
+		argv0);
+	for (size_t i = 0; i < N_OPTS; i++) {
+		char flag[64];
+
+		snprintf(flag, sizeof(flag), "--%s %s", opts[i].name, opts[i].metavar);
+		fprintf(out, "  %-32s %s", flag, opts[i].help);
+		if (opts[i].def[0] != '\0')
+			fprintf(out, " [default: %s]", opts[i].def);
+		fputc('\n', out);
+	}
+	fprintf(out, "  %-32s %s\n  %-32s %s\n", "--help", "print this help and exit",
+		"--version", "print the version and exit");
+	fprintf(out, "\nBad options or values exit with status 2.\n");
+}

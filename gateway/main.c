@@ -1,0 +1,181 @@
+/*
+ * contacts-gateway: main. Reads the settings, raises the open-file limit to
+ * what they need, builds the loop (upstream client, then front end), runs
+ * it until SIGTERM/SIGINT, drains in-flight requests for at most
+ * --shutdown-timeout, and exits 0. A bad setting exits 2 before anything
+ * starts.
+ */
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "gateway/config.h"
+#include "gateway/front.h"
+#include "gateway/log.h"
+#include "gateway/upstream.h"
+
+#define FD_RESERVE 64     /* listener, logs, LMDB, resolver threads */
+#define FLUSH_GRACE_MS 1000 /* after the deadline, time to write the 503s */
+
+struct app {
+	struct event_base *base;
+	struct front *front;
+	struct event *deadline;
+	struct timeval drain_limit; /* --shutdown-timeout */
+	int stopping;
+	int aborted; /* the deadline passed: in-flight requests were answered 503 */
+};
+
+static void on_drained(void *arg)
+{
+	struct app *app = arg;
+
+	cglog(CGLOG_INFO, "drained: exiting");
+	event_base_loopexit(app->base, NULL);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct app *app = arg;
+
+	struct timeval grace = {FLUSH_GRACE_MS / 1000, (FLUSH_GRACE_MS % 1000) * 1000};
+
+	(void)fd;
+	(void)what;
+	if (app->aborted) { /* the 503s could not be written in time either */
+		event_base_loopexit(app->base, NULL);
+		return;
+	}
+	app->aborted = 1;
+	cglog(CGLOG_WARN, "shutdown timeout: answering %zu in-flight request(s) 503",
+	      front_in_flight(app->front));
+	event_add(app->deadline, &grace);
+	front_abort_pending(app->front); /* on_drained runs once they are written */
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct app *app = arg;
+
+	(void)what;
+	if (app->stopping) {
+		cglog(CGLOG_WARN, "second signal: stopping now");
+		on_deadline(-1, 0, app);
+		return;
+	}
+	app->stopping = 1;
+	cglog(CGLOG_INFO, "%s: no new connections, draining %zu in-flight request(s)",
+	      sig == SIGTERM ? "SIGTERM" : "SIGINT", front_in_flight(app->front));
+	event_add(app->deadline, &app->drain_limit);
+	front_drain(app->front, on_drained, app);
+}
+
+/* Raises the soft open-file limit to what the settings need. */
+static int ensure_fd_limit(const struct cg_config *cfg, char *err, size_t err_size)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)(cfg->max_connections + cfg->upstream_connections +
+			       FD_RESERVE);
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+		return 0;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		snprintf(err, err_size,
+			 "max-connections %ld needs %llu open files but the hard limit is %llu",
+			 cfg->max_connections, (unsigned long long)need,
+			 (unsigned long long)rl.rlim_max);
+		return -1;
+	}
+	rl.rlim_cur = need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		snprintf(err, err_size, "cannot raise the open-file limit to %llu",
+			 (unsigned long long)need);
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct cg_config cfg;
+	struct upstream_config ucfg;
+	struct upstream *up = NULL;
+	struct app app = {0};
+	struct event *sigterm = NULL, *sigint = NULL;
+	char err[CONFIG_ERR_MAX];
+	int rc = 1;
+
+	config_defaults(&cfg);
+	switch (config_from_args(&cfg, argc, argv, 1, err, sizeof(err))) {
+	case CONFIG_HELP:
+		config_usage(stdout, "contacts-gateway");
+		return 0;
+	case CONFIG_VERSION:
+		printf("contacts-gateway %s\n", CG_VERSION);
+		return 0;
+	case CONFIG_ERROR:
+		fprintf(stderr, "contacts-gateway: %s\n", err);
+		return 2;
+	case CONFIG_OK:
+		break;
+	}
+	if (ensure_fd_limit(&cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "contacts-gateway: %s\n", err);
+		return 2;
+	}
+	cglog_set_level(cfg.log_level);
+	signal(SIGPIPE, SIG_IGN);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "contacts-gateway: curl_global_init failed\n");
+		return 1;
+	}
+
+	app.base = event_base_new();
+	if (app.base == NULL)
+		goto out;
+	ucfg.base_url = cfg.upstream;
+	ucfg.timeout_ms = cfg.upstream_timeout_ms;
+	ucfg.connect_timeout_ms = cfg.connect_timeout_ms;
+	ucfg.max_connections = cfg.upstream_connections;
+	ucfg.max_body = cfg.max_body_bytes;
+	up = upstream_new(app.base, &ucfg);
+	if (up == NULL) {
+		fprintf(stderr, "contacts-gateway: cannot set up the upstream client\n");
+		goto out;
+	}
+	app.front = front_new(app.base, &cfg, up, err, sizeof(err));
+	if (app.front == NULL) {
+		fprintf(stderr, "contacts-gateway: %s\n", err);
+		goto out;
+	}
+	sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
+	sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
+	app.deadline = evtimer_new(app.base, on_deadline, &app);
+	if (sigterm == NULL || sigint == NULL || app.deadline == NULL ||
+	    event_add(sigterm, NULL) != 0 || event_add(sigint, NULL) != 0)
+		goto out;
+	app.drain_limit.tv_sec = cfg.shutdown_timeout_ms / 1000;
+	app.drain_limit.tv_usec = (cfg.shutdown_timeout_ms % 1000) * 1000;
+
+	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u, upstream %s",
+	      CG_VERSION, cfg.listen_host, front_port(app.front), cfg.upstream);
+	event_base_dispatch(app.base);
+	rc = 0;
+out:
+	front_free(app.front);
+	upstream_free(up);
+	if (sigterm)
+		event_free(sigterm);
+	if (sigint)
+		event_free(sigint);
+	if (app.deadline)
+		event_free(app.deadline);
+	if (app.base)
+		event_base_free(app.base);
+	curl_global_cleanup();
+	return rc;
+}

@@ -1,0 +1,95 @@
+/*
+ * upstream: requests to the vendor through libcurl's multi interface, driven
+ * by the gateway's libevent loop (curl_multi_socket_action with event-based
+ * socket and timer callbacks: no blocking call, no polling).
+ *
+ * One struct upstream per loop owns one curl multi handle and so one pool of
+ * upstream connections (keep-alive; HTTP/2 multiplexing when the vendor
+ * offers it over TLS). A fetch is one GET of the contacts endpoint; it ends
+ * exactly once, either by its done callback or by upstream_cancel, never both.
+ *
+ * Bounds: body bytes per fetch (max_body, past it the fetch fails with
+ * UPSTREAM_TOO_BIG), upstream connections (max_connections; further fetches
+ * wait inside curl for a free connection), the whole-exchange and connect
+ * timeouts.
+ */
+#ifndef CG_GATEWAY_UPSTREAM_H
+#define CG_GATEWAY_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evbuffer;
+struct upstream;
+struct upstream_fetch;
+
+struct upstream_config {
+	const char *base_url;     /* borrowed for the upstream's life */
+	long timeout_ms;
+	long connect_timeout_ms;
+	long max_connections;
+	uint64_t max_body;
+};
+
+enum upstream_result {
+	UPSTREAM_OK = 0,     /* an HTTP answer came, whatever its status */
+	UPSTREAM_CONNECT,    /* refused, reset, DNS, TLS: 502 */
+	UPSTREAM_TIMEOUT,    /* timeout_ms or connect_timeout_ms passed: 504 */
+	UPSTREAM_TRUNCATED,  /* the answer ended before its body did: 502 */
+	UPSTREAM_TOO_BIG,    /* body over max_body: 502 */
+	UPSTREAM_FAILED,     /* anything else curl reports: 502 */
+};
+
+/* Response headers relayed to the client when the vendor sends them. */
+#define UPSTREAM_HEADERS_MAX 8
+#define UPSTREAM_HEADER_VALUE_MAX 256
+
+struct upstream_header {
+	const char *name; /* canonical spelling, static */
+	char value[UPSTREAM_HEADER_VALUE_MAX];
+};
+
+struct upstream_response {
+	enum upstream_result result;
+	long status;                /* HTTP status when result is UPSTREAM_OK */
+	struct evbuffer *body;      /* owned by the fetch; callers may drain it */
+	struct upstream_header headers[UPSTREAM_HEADERS_MAX];
+	size_t n_headers;           /* Content-Type, Retry-After, rate limits */
+	char error[256];            /* for UPSTREAM_* failures: what happened */
+	double total_ms;            /* time the exchange took */
+};
+
+/* Called once when the fetch ends. `resp` is valid only during the call. */
+typedef void (*upstream_done_fn)(const struct upstream_response *resp,
+				 void *arg);
+
+/* Creates the client on `base`. Returns NULL if curl cannot be set up. */
+struct upstream *upstream_new(struct event_base *base,
+			      const struct upstream_config *cfg);
+
+/* Cancels every fetch still running (their callbacks are not called) and
+ * frees the client. */
+void upstream_free(struct upstream *up);
+
+/*
+ * Starts GET <base_url>/api/public/contacts?<canonical_query> with header
+ * x-api-key: <api_key>. Both strings are copied. Returns the fetch, owned by
+ * the upstream until `done` runs or upstream_cancel is called; NULL if curl
+ * refused to start it (no callback then).
+ */
+struct upstream_fetch *upstream_fetch(struct upstream *up,
+				      const char *canonical_query,
+				      const char *api_key, upstream_done_fn done,
+				      void *arg);
+
+/* Stops a fetch whose callback has not run yet; its callback never runs. */
+void upstream_cancel(struct upstream_fetch *f);
+
+/* Fetches started and not yet ended. */
+size_t upstream_in_flight(const struct upstream *up);
+
+/* The HTTP status a failed result maps to (502 or 504). */
+int upstream_result_status(enum upstream_result r);
+
+#endif

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages the gateway needs to build, run and test,
+# only those that are missing. Needs root (or sudo) the first time.
+set -euo pipefail
+
+packages=(gcc make cmake pkg-config libevent-dev libcurl4-openssl-dev
+          libcjson-dev liblmdb-dev libssl-dev libxxhash-dev libcmocka-dev python3 curl)
+if [ "${CG_SETUP_EXTRA:-}" != "" ]; then
+  read -r -a extra <<<"$CG_SETUP_EXTRA"
+  packages+=("${extra[@]}")
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "setup: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,233 @@
+/* Unit tests for cache/store against a real LMDB environment in /tmp. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <lmdb.h>
+
+#include "cache/store.h"
+
+#define MAP (8u << 20)
+
+static char dir[64];
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/cg-test-store-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd);
+}
+
+static struct store *open_store(uint64_t map)
+{
+	char err[256];
+	struct store *st = store_open(dir, map, 1, err, sizeof(err));
+
+	if (st == NULL)
+		fail_msg("store_open: %s", err);
+	return st;
+}
+
+static void make_entry(struct store_entry *e, const char *api_key,
+		       const char *query, const char *body, uint8_t id[STORE_ID_LEN])
+{
+	memset(e, 0, sizeof(*e));
+	store_hash_api_key(api_key, strlen(api_key), e->keyhash);
+	e->stored_ms = 1000;
+	e->expires_ms = 61000;
+	e->query = query;
+	e->query_len = strlen(query);
+	e->content_type = "application/json";
+	e->content_type_len = strlen(e->content_type);
+	e->body = body;
+	e->body_len = strlen(body);
+	store_entry_id(e->keyhash, query, e->query_len, id);
+}
+
+static void test_roundtrip(void **state)
+{
+	struct store *st = open_store(MAP);
+	struct store_entry in, out;
+	struct store_view *view;
+	uint8_t id[STORE_ID_LEN], other[STORE_ID_LEN];
+
+	(void)state;
+	make_entry(&in, "key-a", "days=30", "[{\"id\":1}]", id);
+	assert_int_equal(store_get(st, id, &view, &out), STORE_NOT_FOUND);
+	assert_null(view);
+	assert_int_equal(store_put(st, id, &in), STORE_OK);
+	assert_int_equal(store_get(st, id, &view, &out), STORE_OK);
+	assert_int_equal(out.stored_ms, 1000);
+	assert_int_equal(out.expires_ms, 61000);
+	assert_int_equal(out.etag, in.etag);
+	assert_memory_equal(out.keyhash, in.keyhash, STORE_KEYHASH_LEN);
+	assert_int_equal(out.body_len, in.body_len);
+	assert_memory_equal(out.body, in.body, in.body_len);
+	assert_int_equal(out.query_len, 7);
+	assert_memory_equal(out.query, "days=30", 7);
+	assert_memory_equal(out.content_type, "application/json", 16);
+	store_view_release(view);
+
+	/* the same query under another key is another entry */
+	make_entry(&in, "key-b", "days=30", "[]", other);
+	assert_memory_not_equal(id, other, STORE_ID_LEN);
+	assert_int_equal(store_get(st, other, &view, &out), STORE_NOT_FOUND);
+
+	/* replace, then delete */
+	make_entry(&in, "key-a", "days=30", "[2]", id);
+	assert_int_equal(store_put(st, id, &in), STORE_OK);
+	assert_int_equal(store_get(st, id, &view, &out), STORE_OK);
+	assert_memory_equal(out.body, "[2]", 3);
+	store_view_release(view);
+	assert_int_equal(store_count(st), 1);
+	assert_int_equal(store_delete(st, id), STORE_OK);
+	assert_int_equal(store_delete(st, id), STORE_NOT_FOUND);
+	store_close(st);
+}
+
+static void test_survives_reopen_and_never_stores_the_key(void **state)
+{
+	struct store *st = open_store(MAP);
+	struct store_entry in, out;
+	struct store_view *view;
+	uint8_t id[STORE_ID_LEN];
+	char path[128], buf[4096];
+	FILE *f;
+	size_t n;
+
+	(void)state;
+	make_entry(&in, "secret-api-key-123", "days=7", "[]", id);
+	assert_int_equal(store_put(st, id, &in), STORE_OK);
+	store_close(st);
+	st = open_store(MAP);
+	assert_int_equal(store_get(st, id, &view, &out), STORE_OK);
+	store_view_release(view);
+	store_close(st);
+
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	f = fopen(path, "rb");
+	assert_non_null(f);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		assert_null(memmem(buf, n, "secret-api-key", 14));
+	fclose(f);
+}
+
+/* Flips one body byte behind the store's back: the record must not be served. */
+static void test_corrupt_record_refused(void **state)
+{
+	struct store *st = open_store(MAP);
+	struct store_entry in, out;
+	struct store_view *view;
+	uint8_t id[STORE_ID_LEN];
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val key = {STORE_ID_LEN, id}, val, copy;
+	char *bytes;
+
+	(void)state;
+	make_entry(&in, "key-a", "days=30", "[{\"id\":\"abcdef\"}]", id);
+	assert_int_equal(store_put(st, id, &in), STORE_OK);
+	store_close(st);
+
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+	assert_int_equal(mdb_get(txn, dbi, &key, &val), 0);
+	bytes = malloc(val.mv_size);
+	memcpy(bytes, val.mv_data, val.mv_size);
+	bytes[val.mv_size - 12] ^= 0x20; /* a body byte */
+	copy.mv_size = val.mv_size;
+	copy.mv_data = bytes;
+	assert_int_equal(mdb_put(txn, dbi, &key, &copy, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	/* a truncated record under a second id */
+	mdb_env_close(env);
+	free(bytes);
+
+	st = open_store(MAP);
+	assert_int_equal(store_get(st, id, &view, &out), STORE_CORRUPT);
+	assert_null(view);
+	assert_int_equal(store_delete(st, id), STORE_OK);
+	store_close(st);
+}
+
+static void test_full_map_keeps_working(void **state)
+{
+	struct store *st = open_store(1u << 20);
+	struct store_entry in, out;
+	struct store_view *view;
+	uint8_t id[STORE_ID_LEN], first[STORE_ID_LEN], second[STORE_ID_LEN];
+	char query[32];
+	char *body = malloc(64 * 1024);
+	int full = 0;
+
+	(void)state;
+	memset(body, 'x', 64 * 1024 - 1);
+	body[64 * 1024 - 1] = '\0';
+	for (int i = 0; i < 64 && !full; i++) {
+		snprintf(query, sizeof(query), "days=%d", i + 1);
+		make_entry(&in, "key-a", query, body, id);
+		if (i == 0)
+			memcpy(first, id, STORE_ID_LEN);
+		if (i == 1)
+			memcpy(second, id, STORE_ID_LEN);
+		full = store_put(st, id, &in) == STORE_FULL;
+	}
+	assert_true(full);
+	assert_int_equal(store_get(st, first, &view, &out), STORE_OK);
+	store_view_release(view);
+	/* LMDB reuses pages freed by transactions older than the last one,
+	 * so eviction frees in batches: two deletes make room for one put */
+	assert_int_equal(store_delete(st, first), STORE_OK);
+	assert_int_equal(store_delete(st, second), STORE_OK);
+	assert_int_equal(store_put(st, id, &in), STORE_OK);
+	store_close(st);
+	free(body);
+}
+
+static void test_exclusive_and_bad_dirs(void **state)
+{
+	struct store *st = open_store(MAP);
+	char err[256];
+
+	(void)state;
+	assert_null(store_open(dir, MAP, 1, err, sizeof(err)));
+	assert_non_null(strstr(err, "in use by another gateway"));
+	store_close(st);
+	st = open_store(MAP); /* the lock went with the close */
+	store_close(st);
+	assert_null(store_open("/proc/version/x", MAP, 1, err, sizeof(err)));
+	assert_non_null(strstr(err, "/proc/version/x"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_survives_reopen_and_never_stores_the_key,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_record_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_map_keeps_working, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exclusive_and_bad_dirs, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
