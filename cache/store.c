@@ -42,6 +42,12 @@ struct store {
 	MDB_env *env;
 	MDB_dbi dbi;
 	int lock_fd;
+	uint8_t evict_from[STORE_ID_LEN]; /* where the next eviction scan starts */
+};
+
+struct candidate {
+	uint8_t id[STORE_ID_LEN];
+	int64_t used_ms;
 };
 
 struct store_view {
@@ -94,8 +100,9 @@ static int mkdir_p(const char *dir)
 	return 0;
 }
 
-struct store *store_open(const char *dir, uint64_t map_bytes, int exclusive,
-			 char *err, size_t err_size)
+struct store *store_open(const char *dir, uint64_t map_bytes,
+			 unsigned max_readers, int exclusive, char *err,
+			 size_t err_size)
 {
 	struct store *st = calloc(1, sizeof(*st));
 	char lock_path[4200];
@@ -131,7 +138,7 @@ struct store *store_open(const char *dir, uint64_t map_bytes, int exclusive,
 	}
 	if ((rc = mdb_env_create(&st->env)) != 0 ||
 	    (rc = mdb_env_set_mapsize(st->env, (size_t)map_bytes)) != 0 ||
-	    (rc = mdb_env_set_maxreaders(st->env, STORE_MAX_READERS)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(st->env, max_readers)) != 0 ||
 	    (rc = mdb_env_open(st->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD,
 			       0600)) != 0 ||
 	    (rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0 ||
@@ -312,6 +319,85 @@ enum store_status store_delete(struct store *st, const uint8_t id[STORE_ID_LEN])
 		return rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
 	}
 	return mdb_txn_commit(txn) == 0 ? STORE_OK : STORE_ERROR;
+}
+
+static int by_used(const void *a, const void *b)
+{
+	const struct candidate *x = a, *y = b;
+
+	return (x->used_ms > y->used_ms) - (x->used_ms < y->used_ms);
+}
+
+size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,
+		   store_last_used_fn last_used, void *arg)
+{
+	struct candidate *c = NULL;
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	MDB_val key = {STORE_ID_LEN, st->evict_from}, val;
+	size_t n = 0, expired = 0, victims, deleted = 0;
+	int rc, wrapped = 0;
+
+	assert(st->magic == STORE_MAGIC);
+	if (max_scan == 0 || (c = calloc(max_scan, sizeof(*c))) == NULL)
+		return 0;
+	if (mdb_txn_begin(st->env, NULL, 0, &txn) != 0 ||
+	    mdb_cursor_open(txn, st->dbi, &cur) != 0)
+		goto out;
+	/* 1: scan a bounded window, starting where the last scan stopped */
+	rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+	while (n < max_scan) {
+		if (rc == MDB_NOTFOUND && !wrapped) {
+			wrapped = 1; /* past the last key: go on from the first */
+			rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
+			continue;
+		}
+		if (rc != 0 ||
+		    (wrapped && memcmp(key.mv_data, st->evict_from, STORE_ID_LEN) >= 0))
+			break; /* the end, or a full circle */
+		if (key.mv_size == STORE_ID_LEN) {
+			const uint8_t *p = val.mv_data;
+			int64_t stored = val.mv_size >= HEAD_LEN ? (int64_t)get_u64(p + 8) : 0;
+			int64_t expires = val.mv_size >= HEAD_LEN ? (int64_t)get_u64(p + 16) : 0;
+
+			memcpy(c[n].id, key.mv_data, STORE_ID_LEN);
+			if (expires <= now_ms) {
+				c[n].used_ms = INT64_MIN; /* expired or unreadable */
+				expired++;
+			} else {
+				c[n].used_ms = last_used ? last_used(c[n].id, stored, arg)
+							 : stored;
+			}
+			n++;
+		}
+		rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
+	}
+	if (rc == 0 && key.mv_size == STORE_ID_LEN)
+		memcpy(st->evict_from, key.mv_data, STORE_ID_LEN);
+	else
+		memset(st->evict_from, 0, STORE_ID_LEN);
+	mdb_cursor_close(cur);
+	cur = NULL;
+	/* 2: the expired go; if none, the least recently used quarter */
+	qsort(c, n, sizeof(*c), by_used);
+	victims = expired ? expired : (n / 4 ? n / 4 : n);
+	for (size_t i = 0; i < victims; i++) {
+		MDB_val k = {STORE_ID_LEN, c[i].id};
+
+		if (mdb_del(txn, st->dbi, &k, NULL) == 0)
+			deleted++;
+	}
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc != 0)
+		deleted = 0;
+out:
+	if (cur)
+		mdb_cursor_close(cur);
+	if (txn)
+		mdb_txn_abort(txn);
+	free(c);
+	return deleted;
 }
 
 int store_sync(struct store *st)

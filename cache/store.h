@@ -31,7 +31,6 @@
 #define STORE_KEYHASH_LEN 32
 #define STORE_QUERY_MAX 4096        /* longest canonical query stored */
 #define STORE_CTYPE_MAX 256         /* longest Content-Type stored */
-#define STORE_MAX_READERS 1024      /* views open at once */
 
 struct store;
 struct store_view;
@@ -69,12 +68,13 @@ void store_entry_id(const uint8_t keyhash[STORE_KEYHASH_LEN], const char *query,
 
 /*
  * Opens (creating if missing, mode 0700) the store in `dir` with a map of
- * map_bytes. With `exclusive`, also takes an advisory lock on dir/gateway.lock
+ * map_bytes and room for max_readers views open at once. With `exclusive`, also takes an advisory lock on dir/gateway.lock
  * so that a second gateway on the same directory is refused (the cache tools
  * open without it). Returns NULL with `err` set on failure.
  */
-struct store *store_open(const char *dir, uint64_t map_bytes, int exclusive,
-			 char *err, size_t err_size);
+struct store *store_open(const char *dir, uint64_t map_bytes,
+			 unsigned max_readers, int exclusive, char *err,
+			 size_t err_size);
 
 /* Syncs and closes. Every view must have been released. */
 void store_close(struct store *st);
@@ -99,6 +99,21 @@ void store_view_release(struct store_view *view);
 
 /* Removes the entry under `id`: STORE_OK or STORE_NOT_FOUND. */
 enum store_status store_delete(struct store *st, const uint8_t id[STORE_ID_LEN]);
+
+/* Last use of an entry for eviction: the owner's record of hits, or
+ * `stored_ms` when it has none. */
+typedef int64_t (*store_last_used_fn)(const uint8_t id[STORE_ID_LEN],
+				      int64_t stored_ms, void *arg);
+
+/*
+ * Makes room: scans at most max_scan entries, continuing where the last call
+ * stopped, and in one write transaction deletes those expired at now_ms; if
+ * none were, deletes the least recently used quarter of those scanned (at
+ * least one). Bounded work per call, so the loop never stalls on a big map.
+ * Returns the number deleted (0 on an empty store or an error).
+ */
+size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,
+		   store_last_used_fn last_used, void *arg);
 
 /* Flushes committed records to disk (fsync). Returns 0 or -1. */
 int store_sync(struct store *st);

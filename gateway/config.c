@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "policy/ttl.h"
+
 enum opt_type {
 	OPT_HOSTPORT, /* listen_host + listen_port */
 	OPT_URL,      /* http:// or https:// base URL */
@@ -17,6 +19,7 @@ enum opt_type {
 	OPT_COUNT,    /* long */
 	OPT_BYTES,    /* uint64_t; accepts K, M, G suffixes (binary) */
 	OPT_LEVEL,
+	OPT_TTL,      /* uint32_t seconds, or "inherit" (TTL_INHERIT) */
 };
 
 struct opt {
@@ -56,6 +59,22 @@ static const struct opt opts[] = {
 	 "BYTES", "largest client request line plus headers"},
 	{"log-level", OPT_LEVEL, OFF(log_level), 0, 0, "info", "LEVEL",
 	 "error, warn, info or debug"},
+	{"cache-dir", OPT_PATH, OFF(cache_dir), 0, 0, "cache-data", "DIR",
+	 "LMDB cache directory (created if missing)"},
+	{"cache-size", OPT_BYTES, OFF(cache_size), 1 << 20, (uint64_t)1 << 40, "1G",
+	 "BYTES", "cache map size; when full, expired then least used go"},
+	{"cache-sync-interval", OPT_MS, OFF(cache_sync_ms), 10, 3600000, "1000", "MS",
+	 "flush the cache to disk this often (what a power loss can cost)"},
+	{"ttl", OPT_TTL, OFF(ttl_s), 0, TTL_MAX_S, "60", "SECONDS",
+	 "freshness of stored answers (0: store nothing)"},
+	{"ttl-cursor", OPT_TTL, OFF(ttl_cursor_s), 0, TTL_MAX_S, "inherit", "SECONDS",
+	 "freshness for updated_after/created_after queries"},
+	{"ttl-wide", OPT_TTL, OFF(ttl_wide_s), 0, TTL_MAX_S, "inherit", "SECONDS",
+	 "freshness for days >= ttl-wide-days"},
+	{"ttl-wide-days", OPT_COUNT, OFF(ttl_wide_days), 1, 365, "90", "DAYS",
+	 "days from which a query is in the wide class"},
+	{"max-waiters", OPT_COUNT, OFF(max_waiters), 1, 100000, "1024", "N",
+	 "identical requests that may wait on one upstream fetch"},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -198,6 +217,20 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 				 name, value);
 			return -1;
 		}
+		return 0;
+	case OPT_TTL:
+		if (strcmp(value, "inherit") == 0 && strcmp(name, "ttl") != 0) {
+			*(uint32_t *)(void *)field = TTL_INHERIT;
+			return 0;
+		}
+		if (parse_u64(value, &n) != 0 || n > o->max) {
+			snprintf(err, err_size, "%s: '%s' is not a whole number of seconds "
+				 "from 0 to %llu%s", name, value,
+				 (unsigned long long)o->max,
+				 strcmp(name, "ttl") ? ", or inherit" : "");
+			return -1;
+		}
+		*(uint32_t *)(void *)field = (uint32_t)n;
 		return 0;
 	case OPT_MS:
 	case OPT_COUNT:

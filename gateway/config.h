@@ -38,6 +38,15 @@ struct cg_config {
 	uint64_t max_body_bytes;       /* largest upstream body accepted */
 	uint64_t max_header_bytes;     /* largest client request head */
 	enum cglog_level log_level;
+	/* the cache */
+	char cache_dir[CONFIG_PATH_MAX];
+	uint64_t cache_size;           /* LMDB map size, bytes */
+	long cache_sync_ms;            /* fsync period (power-loss window) */
+	uint32_t ttl_s;                /* default freshness lifetime */
+	uint32_t ttl_cursor_s;         /* or TTL_INHERIT */
+	uint32_t ttl_wide_s;           /* or TTL_INHERIT */
+	long ttl_wide_days;
+	long max_waiters;              /* coalesced requests per upstream fetch */
 };
 
 enum config_status {

@@ -165,7 +165,7 @@ int flight_join(struct flight *f, flight_waiter_fn fn, void *arg)
 	return 0;
 }
 
-void flight_land(struct flight *f, const struct upstream_response *resp)
+void flight_land(struct flight *f, const struct flight_result *r)
 {
 	struct flight_table *t = f->table;
 	struct flight **pp;
@@ -182,7 +182,7 @@ void flight_land(struct flight *f, const struct upstream_response *resp)
 
 		f->head = w->next;
 		f->n_waiters--;
-		w->fn(resp, w->arg, collapsed);
+		w->fn(r, w->arg, collapsed);
 		collapsed = 1;
 		free(w);
 	}

@@ -30,9 +30,18 @@
 struct flight_table;
 struct flight;
 
-/* Called once per waiter when the flight lands. `resp` is borrowed. */
-typedef void (*flight_waiter_fn)(const struct upstream_response *resp,
-				 void *arg, int collapsed);
+/* What a flight brings back: the upstream's answer and what was done with it. */
+struct flight_result {
+	const struct upstream_response *resp; /* borrowed */
+	int stored;         /* the answer was written to the cache */
+	uint64_t etag;      /* its ETag when stored */
+	uint32_t ttl_s;     /* its freshness lifetime when stored */
+};
+
+/* Called once per waiter when the flight lands. `r` is borrowed; `collapsed`
+ * is 0 for the first waiter (the leader) and 1 for the others. */
+typedef void (*flight_waiter_fn)(const struct flight_result *r, void *arg,
+				 int collapsed);
 
 /* A table for up to max_waiters waiters per flight. */
 struct flight_table *flight_table_new(size_t max_waiters);
@@ -51,8 +60,8 @@ struct flight *flight_open(struct flight_table *t, const uint8_t id[FLIGHT_ID_LE
 /* Adds a waiter. Returns 0, or -1 if the flight has max_waiters already. */
 int flight_join(struct flight *f, flight_waiter_fn fn, void *arg);
 
-/* Calls every waiter with `resp`, then removes and frees the flight. */
-void flight_land(struct flight *f, const struct upstream_response *resp);
+/* Calls every waiter with `r`, then removes and frees the flight. */
+void flight_land(struct flight *f, const struct flight_result *r);
 
 /* Waiters on a flight. */
 size_t flight_waiters(const struct flight *f);

@@ -9,10 +9,16 @@
  * max_connections, answered 503 and closed. Connections that never send a
  * request are closed by the client timeout.
  *
- * Pending requests. A request waiting on the upstream is a struct pending on
- * the front's list; it leaves the list exactly once, when it is answered.
- * If the client goes away meanwhile, evhttp detaches the request and frees
- * it when we answer, so the answer path is the same either way.
+ * A request for the contacts endpoint goes: validate and normalise (policy)
+ * -> entry id = SHA-256(SHA-256(key) || canonical query) -> serve_hit (a
+ * fresh stored entry, zero-copy from the LMDB map) -> else wait_on_flight:
+ * join the flight for the id, or open it and start its upstream fetch ->
+ * on_fetched stores a complete 200 JSON array -> flight_land wakes every
+ * waiter (on_landed answers each). Requests waiting on a flight are counted
+ * in n_waiting; each is answered exactly once, by on_landed. If a client
+ * goes away meanwhile, evhttp detaches its request and frees it when we
+ * answer, so the answer path is the same either way, and the fetch goes on
+ * for the others.
  */
 #include "gateway/front.h"
 
@@ -23,6 +29,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -31,24 +38,57 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "cache/store.h"
+#include "gateway/flight.h"
 #include "gateway/log.h"
 #include "gateway/upstream.h"
 #include "policy/query.h"
+#include "policy/ttl.h"
 
 #define FRONT_MAGIC 0x46524e54u
-#define PENDING_MAGIC 0x50454e44u
+#define WAITER_MAGIC 0x57414954u
+#define FETCH_MAGIC 0x46544348u
 #define CONTACTS_PATH "/api/public/contacts"
 #define HEALTH_PATH "/healthz"
 #define API_KEY_MAX 512          /* longest x-api-key accepted */
 #define REQUEST_BODY_MAX 1024    /* GET carries no body; refuse big ones */
 #define JSON_TYPE "application/json; charset=utf-8"
+#define CACHE_STATUS_NAME "contacts-gateway"
+#define LRU_SLOTS 65536          /* last-use memory for eviction, a power of 2 */
+#define EVICT_SCAN 1024          /* entries one eviction pass looks at */
+#define STORE_ATTEMPTS 4         /* put, evict, put ... before giving up */
 
-struct pending {
+enum cache_control {
+	CC_NO_CACHE = 1,       /* refresh from upstream (still coalesced) */
+	CC_ONLY_IF_CACHED = 2, /* answer from the cache or 504 */
+};
+
+/* A client request waiting for a flight to land. */
+struct waiter {
 	unsigned magic;
 	struct front *fr;
 	struct evhttp_request *req;
-	struct upstream_fetch *fetch;
-	struct pending *prev, *next;
+	int refresh; /* asked with no-cache */
+};
+
+/* The upstream fetch behind one flight, and what to store its answer as. */
+struct fetch {
+	unsigned magic;
+	struct front *fr;
+	struct flight *flight;
+	struct upstream_fetch *uf;
+	uint8_t id[STORE_ID_LEN];
+	uint8_t keyhash[STORE_KEYHASH_LEN];
+	uint32_t ttl_s;
+	size_t canonical_len;
+	struct fetch *prev, *next;
+	char canonical[]; /* NUL-terminated */
+};
+
+/* Approximate last use of entries (direct-mapped by id), for eviction. */
+struct lru_slot {
+	uint64_t tag;
+	int64_t used_ms;
 };
 
 struct front {
@@ -57,6 +97,9 @@ struct front {
 	struct evhttp *http;
 	struct evhttp_bound_socket *bound;
 	struct upstream *up;
+	struct store *store;
+	struct flight_table *flights;
+	struct ttl_policy ttl;
 	const struct cg_config *cfg;
 	unsigned port;
 	struct timespec started;
@@ -64,10 +107,11 @@ struct front {
 	struct evhttp_connection **conns;
 	size_t conns_size;
 	long n_conns;
-	/* requests waiting on the upstream */
-	struct pending *pending;
-	size_t n_pending;
-	size_t n_flushing; /* answered upstream replies not yet fully written */
+	/* upstream fetches in progress, one per open flight */
+	struct fetch *fetches;
+	size_t n_waiting;  /* requests waiting on a flight */
+	size_t n_flushing; /* answers to waiters not yet fully written */
+	struct lru_slot *lru;
 	int draining;
 	void (*drained)(void *arg);
 	void *drained_arg;
@@ -156,32 +200,16 @@ static int track_connection(struct front *fr, struct evhttp_request *req)
 	return 0;
 }
 
-/* Runs the drained callback once nothing is in flight or being written. */
+/* Runs the drained callback once nothing is waiting or being written. */
 static void maybe_drained(struct front *fr)
 {
-	if (fr->draining && fr->n_pending == 0 && fr->n_flushing == 0 &&
+	if (fr->draining && fr->n_waiting == 0 && fr->n_flushing == 0 &&
 	    fr->drained) {
 		void (*drained)(void *) = fr->drained;
 
 		fr->drained = NULL;
 		drained(fr->drained_arg);
 	}
-}
-
-static void pending_remove(struct pending *p)
-{
-	struct front *fr = p->fr;
-
-	if (p->prev)
-		p->prev->next = p->next;
-	else
-		fr->pending = p->next;
-	if (p->next)
-		p->next->prev = p->prev;
-	fr->n_pending--;
-	p->magic = 0;
-	free(p);
-	maybe_drained(fr);
 }
 
 static void on_flushed(struct evhttp_request *req, void *arg)
@@ -211,37 +239,375 @@ static void before_answer(struct front *fr, struct evhttp_request *req)
 	}
 }
 
-static void on_upstream_done(const struct upstream_response *resp, void *arg)
+static int64_t now_ms(struct front *fr)
 {
-	struct pending *p = arg;
-	struct evhttp_request *req = p->req;
-	struct evkeyvalq *out;
+	struct timeval tv;
 
-	assert(p->magic == PENDING_MAGIC);
-	p->fetch = NULL;
-	before_answer(p->fr, req);
+	event_base_gettimeofday_cached(fr->base, &tv);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static uint64_t lru_tag(const uint8_t id[STORE_ID_LEN])
+{
+	uint64_t tag;
+
+	memcpy(&tag, id, sizeof(tag));
+	return tag;
+}
+
+static void lru_touch(struct front *fr, const uint8_t id[STORE_ID_LEN], int64_t now)
+{
+	uint64_t tag = lru_tag(id);
+	struct lru_slot *slot = &fr->lru[tag & (LRU_SLOTS - 1)];
+
+	slot->tag = tag;
+	slot->used_ms = now;
+}
+
+static int64_t lru_last_used(const uint8_t id[STORE_ID_LEN], int64_t stored_ms,
+			     void *arg)
+{
+	struct front *fr = arg;
+	uint64_t tag = lru_tag(id);
+	const struct lru_slot *slot = &fr->lru[tag & (LRU_SLOTS - 1)];
+
+	if (slot->tag == tag && slot->used_ms > stored_ms)
+		return slot->used_ms;
+	return stored_ms;
+}
+
+static void format_etag(char out[20], uint64_t etag)
+{
+	snprintf(out, 20, "\"%016" PRIx64 "\"", etag);
+}
+
+/* Reads Cache-Control request directives we act on (enum cache_control). */
+static int request_cache_control(struct evhttp_request *req)
+{
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	int cc = 0;
+
+	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
+		const char *v = kv->value;
+
+		if (evutil_ascii_strcasecmp(kv->key, "Cache-Control") != 0)
+			continue;
+		while (*v) {
+			size_t len;
+
+			while (*v == ' ' || *v == '\t' || *v == ',')
+				v++;
+			len = strcspn(v, ", \t");
+			if (len == 8 && evutil_ascii_strncasecmp(v, "no-cache", 8) == 0)
+				cc |= CC_NO_CACHE;
+			else if (len == 14 &&
+				 evutil_ascii_strncasecmp(v, "only-if-cached", 14) == 0)
+				cc |= CC_ONLY_IF_CACHED;
+			v += len;
+		}
+	}
+	return cc;
+}
+
+/* Does If-None-Match name this ETag (or "*")? Weak comparison, RFC 9110. */
+static int etag_matches(struct evhttp_request *req, const char *etag)
+{
+	const char *inm = evhttp_find_header(evhttp_request_get_input_headers(req),
+					     "If-None-Match");
+
+	if (inm == NULL)
+		return 0;
+	while (*inm == ' ')
+		inm++;
+	return strcmp(inm, "*") == 0 || strstr(inm, etag) != NULL;
+}
+
+static void set_content_length(struct evkeyvalq *out, size_t len)
+{
+	char text[24];
+
+	snprintf(text, sizeof(text), "%zu", len);
+	evhttp_add_header(out, "Content-Length", text);
+}
+
+static void release_view(const void *data, size_t len, void *arg)
+{
+	(void)data;
+	(void)len;
+	store_view_release(arg);
+}
+
+/*
+ * The hit path. Answers from a fresh stored entry straight out of the LMDB
+ * map (the body is referenced, not copied; the view is released once evhttp
+ * has written it). Returns 1 if it answered, 0 if the request must go on to
+ * the upstream (nothing stored, expired, or a record that failed its check,
+ * which is deleted here).
+ */
+static int serve_hit(struct front *fr, struct evhttp_request *req,
+		     const uint8_t id[STORE_ID_LEN])
+{
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	struct store_view *view;
+	struct store_entry e;
+	char etag[20], ctype[STORE_CTYPE_MAX + 1], status[64], age[24];
+	enum store_status st = store_get(fr->store, id, &view, &e);
+	int64_t now = now_ms(fr);
+	struct evbuffer *body;
+
+	if (st == STORE_CORRUPT) {
+		cglog(CGLOG_WARN, "cache: a stored record failed its checksum; "
+		      "deleted, fetching again");
+		store_delete(fr->store, id);
+		return 0;
+	}
+	if (st != STORE_OK)
+		return 0;
+	if (e.expires_ms <= now) {
+		store_view_release(view);
+		return 0;
+	}
+	lru_touch(fr, id, now);
+	format_etag(etag, e.etag);
+	memcpy(ctype, e.content_type, e.content_type_len);
+	ctype[e.content_type_len] = '\0';
+	snprintf(status, sizeof(status), CACHE_STATUS_NAME "; hit; ttl=%" PRId64,
+		 (e.expires_ms - now) / 1000);
+	snprintf(age, sizeof(age), "%" PRId64,
+		 now > e.stored_ms ? (now - e.stored_ms) / 1000 : 0);
+	evhttp_add_header(out, "Cache-Status", status);
+	evhttp_add_header(out, "Age", age);
+	evhttp_add_header(out, "ETag", etag);
+	if (etag_matches(req, etag)) {
+		store_view_release(view);
+		evhttp_send_reply(req, 304, NULL, NULL);
+		return 1;
+	}
+	if (ctype[0])
+		evhttp_add_header(out, "Content-Type", ctype);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD || e.body_len == 0) {
+		set_content_length(out, e.body_len);
+		store_view_release(view);
+		evhttp_send_reply(req, 200, NULL, NULL);
+		return 1;
+	}
+	body = evbuffer_new();
+	if (body == NULL)
+		abort();
+	evbuffer_add_reference(body, e.body, e.body_len, release_view, view);
+	evhttp_send_reply(req, 200, NULL, body);
+	evbuffer_free(body);
+	return 1;
+}
+
+/* Answers one waiter from a landed flight. */
+static void on_landed(const struct flight_result *r, void *arg, int collapsed)
+{
+	struct waiter *w = arg;
+	struct front *fr = w->fr;
+	struct evhttp_request *req = w->req;
+	const struct upstream_response *resp = r->resp;
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	char status[128], etag[20];
+
+	assert(w->magic == WAITER_MAGIC);
+	before_answer(fr, req);
 	if (resp->result != UPSTREAM_OK) {
 		int code = upstream_result_status(resp->result);
 
-		cglog(CGLOG_WARN, "upstream failed (%d): %s", code, resp->error);
+		snprintf(status, sizeof(status), CACHE_STATUS_NAME "; fwd=%s%s",
+			 w->refresh ? "request" : "miss", collapsed ? "; collapsed" : "");
+		evhttp_add_header(out, "Cache-Status", status);
 		reply_error(req, code,
-			    code == 504 ? "gateway_timeout" : "bad_gateway", NULL,
-			    resp->error);
+			    code == 504 ? "gateway_timeout"
+			    : code == 503 ? "shutting_down" : "bad_gateway",
+			    NULL, resp->error);
 	} else {
-		out = evhttp_request_get_output_headers(req);
+		struct evbuffer *body = NULL;
+
 		for (size_t i = 0; i < resp->n_headers; i++)
 			evhttp_add_header(out, resp->headers[i].name,
 					  resp->headers[i].value);
-		if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-			/* evhttp sends no length for HEAD; say what GET would */
-			char len[32];
-
-			snprintf(len, sizeof(len), "%zu", evbuffer_get_length(resp->body));
-			evhttp_add_header(out, "Content-Length", len);
+		snprintf(status, sizeof(status),
+			 CACHE_STATUS_NAME "; fwd=%s; fwd-status=%ld%s",
+			 w->refresh ? "request" : "miss", resp->status,
+			 collapsed ? "; collapsed" : r->stored ? "; stored" : "");
+		evhttp_add_header(out, "Cache-Status", status);
+		if (r->stored) {
+			format_etag(etag, r->etag);
+			evhttp_add_header(out, "ETag", etag);
 		}
-		evhttp_send_reply(req, (int)resp->status, NULL, resp->body);
+		if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+			set_content_length(out, evbuffer_get_length(resp->body));
+		} else {
+			body = evbuffer_new();
+			if (body == NULL)
+				abort();
+			/* the body was made contiguous when it landed */
+			evbuffer_add(body, evbuffer_pullup(resp->body, -1),
+				     evbuffer_get_length(resp->body));
+		}
+		evhttp_send_reply(req, (int)resp->status, NULL, body);
+		if (body)
+			evbuffer_free(body);
 	}
-	pending_remove(p);
+	w->magic = 0;
+	free(w);
+	fr->n_waiting--;
+	maybe_drained(fr);
+}
+
+/* Is the body one JSON array (the only answers worth storing)? */
+static int is_json_array(const char *data, size_t len)
+{
+	cJSON *doc = cJSON_ParseWithLength(data, len);
+	int ok = cJSON_IsArray(doc);
+
+	cJSON_Delete(doc);
+	return ok;
+}
+
+/* Stores a complete 200 JSON-array answer, evicting to make room. */
+static int store_answer(struct front *fr, struct fetch *fc,
+			const struct upstream_response *resp, uint64_t *etag)
+{
+	const char *ctype = "";
+	struct store_entry e;
+	int64_t now = now_ms(fr);
+	enum store_status st = STORE_FULL;
+
+	for (size_t i = 0; i < resp->n_headers; i++)
+		if (strcmp(resp->headers[i].name, "Content-Type") == 0)
+			ctype = resp->headers[i].value;
+	memset(&e, 0, sizeof(e));
+	e.stored_ms = now;
+	e.expires_ms = now + (int64_t)fc->ttl_s * 1000;
+	memcpy(e.keyhash, fc->keyhash, STORE_KEYHASH_LEN);
+	e.query = fc->canonical;
+	e.query_len = fc->canonical_len;
+	e.content_type = ctype;
+	e.content_type_len = strlen(ctype);
+	e.body = evbuffer_pullup(resp->body, -1);
+	e.body_len = evbuffer_get_length(resp->body);
+	for (int attempt = 0; attempt < STORE_ATTEMPTS; attempt++) {
+		st = store_put(fr->store, fc->id, &e);
+		if (st != STORE_FULL)
+			break;
+		cglog(CGLOG_INFO, "cache: full, evicted %zu entries",
+		      store_evict(fr->store, now, EVICT_SCAN, lru_last_used, fr));
+	}
+	if (st != STORE_OK) {
+		cglog(CGLOG_WARN, "cache: could not store a %zu-byte answer (%d)",
+		      e.body_len, (int)st);
+		return 0;
+	}
+	*etag = e.etag;
+	return 1;
+}
+
+static void fetch_unlink(struct fetch *fc)
+{
+	struct front *fr = fc->fr;
+
+	if (fc->prev)
+		fc->prev->next = fc->next;
+	else
+		fr->fetches = fc->next;
+	if (fc->next)
+		fc->next->prev = fc->prev;
+	fc->magic = 0;
+	free(fc);
+}
+
+/* The upstream answered (or failed): store if worth it, then wake everyone. */
+static void on_fetched(const struct upstream_response *resp, void *arg)
+{
+	struct fetch *fc = arg;
+	struct flight_result r = {.resp = resp};
+	struct flight *flight = fc->flight;
+
+	assert(fc->magic == FETCH_MAGIC);
+	if (resp->result == UPSTREAM_OK) {
+		const char *data = (const char *)evbuffer_pullup(resp->body, -1);
+		size_t len = evbuffer_get_length(resp->body);
+
+		if (resp->status == 200 && fc->ttl_s > 0 && is_json_array(data, len) &&
+		    store_answer(fc->fr, fc, resp, &r.etag)) {
+			r.stored = 1;
+			r.ttl_s = fc->ttl_s;
+		}
+	}
+	fetch_unlink(fc);
+	flight_land(flight, &r);
+}
+
+/* Lands a flight whose fetch could not run, with `result` for everyone. */
+static void land_failed(struct flight *flight, enum upstream_result result,
+			const char *why)
+{
+	struct upstream_response resp;
+	struct flight_result r = {.resp = &resp};
+
+	memset(&resp, 0, sizeof(resp));
+	resp.result = result;
+	snprintf(resp.error, sizeof(resp.error), "%s", why);
+	flight_land(flight, &r);
+}
+
+/*
+ * The miss path: joins the flight for `id`, opening it (and starting its
+ * upstream fetch) if this request is the first to ask.
+ */
+static void wait_on_flight(struct front *fr, struct evhttp_request *req,
+			   const uint8_t id[STORE_ID_LEN],
+			   const uint8_t keyhash[STORE_KEYHASH_LEN],
+			   const struct query *q, const char *api_key, int cc)
+{
+	struct flight *flight = flight_find(fr->flights, id);
+	struct waiter *w;
+	struct fetch *fc = NULL;
+
+	if (flight && flight_waiters(flight) >= (size_t)fr->cfg->max_waiters) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+				  "Retry-After", "1");
+		reply_error(req, 503, "overloaded", NULL,
+			    "too many requests are waiting for this same answer");
+		return;
+	}
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		abort();
+	w->magic = WAITER_MAGIC;
+	w->fr = fr;
+	w->req = req;
+	w->refresh = (cc & CC_NO_CACHE) != 0;
+	if (flight == NULL) {
+		fc = calloc(1, sizeof(*fc) + q->canonical_len + 1);
+		if (fc == NULL)
+			abort();
+		fc->magic = FETCH_MAGIC;
+		fc->fr = fr;
+		memcpy(fc->id, id, STORE_ID_LEN);
+		memcpy(fc->keyhash, keyhash, STORE_KEYHASH_LEN);
+		fc->ttl_s = ttl_seconds(&fr->ttl, q);
+		fc->canonical_len = q->canonical_len;
+		memcpy(fc->canonical, q->canonical, q->canonical_len + 1);
+		flight = fc->flight = flight_open(fr->flights, id);
+	}
+	if (flight_join(flight, on_landed, w) != 0)
+		abort(); /* checked above; a new flight has room */
+	fr->n_waiting++;
+	if (fc == NULL)
+		return; /* collapsed onto the fetch in progress */
+	fc->next = fr->fetches;
+	if (fr->fetches)
+		fr->fetches->prev = fc;
+	fr->fetches = fc;
+	fc->uf = upstream_fetch(fr->up, fc->canonical, api_key, on_fetched, fc);
+	if (fc->uf == NULL) {
+		fetch_unlink(fc);
+		land_failed(flight, UPSTREAM_FAILED, "could not start the upstream request");
+	}
 }
 
 /* Finds the x-api-key header. Returns 0 with *key set, or -1 with a reason. */
@@ -286,7 +652,8 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 	const char *key, *why;
 	struct query q;
 	struct query_error qerr;
-	struct pending *p;
+	uint8_t keyhash[STORE_KEYHASH_LEN], id[STORE_ID_LEN];
+	int cc;
 
 	if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
@@ -306,24 +673,19 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 	if (q.ignored[0] != '\0')
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 				  "X-Gateway-Ignored-Parameters", q.ignored);
-
-	p = calloc(1, sizeof(*p));
-	if (p == NULL)
-		abort();
-	p->magic = PENDING_MAGIC;
-	p->fr = fr;
-	p->req = req;
-	p->next = fr->pending;
-	if (fr->pending)
-		fr->pending->prev = p;
-	fr->pending = p;
-	fr->n_pending++;
-	p->fetch = upstream_fetch(fr->up, q.canonical, key, on_upstream_done, p);
-	if (p->fetch == NULL) {
-		reply_error(req, 502, "bad_gateway", NULL,
-			    "could not start the upstream request");
-		pending_remove(p);
+	store_hash_api_key(key, strlen(key), keyhash);
+	store_entry_id(keyhash, q.canonical, q.canonical_len, id);
+	cc = request_cache_control(req);
+	if (!(cc & CC_NO_CACHE) && serve_hit(fr, req, id))
+		return;
+	if (cc & CC_ONLY_IF_CACHED) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Status",
+				  CACHE_STATUS_NAME "; fwd=miss; detail=only-if-cached");
+		reply_error(req, 504, "not_cached", NULL,
+			    "only-if-cached was asked and no fresh answer is stored");
+		return;
 	}
+	wait_on_flight(fr, req, id, keyhash, &q, key, cc);
 }
 
 static void handle_health(struct front *fr, struct evhttp_request *req)
@@ -381,7 +743,8 @@ static size_t conns_table_size(void)
 }
 
 struct front *front_new(struct event_base *base, const struct cg_config *cfg,
-			struct upstream *up, char *err, size_t err_size)
+			struct upstream *up, struct store *store, char *err,
+			size_t err_size)
 {
 	struct front *fr = calloc(1, sizeof(*fr));
 	struct timeval tv;
@@ -393,12 +756,19 @@ struct front *front_new(struct event_base *base, const struct cg_config *cfg,
 	fr->magic = FRONT_MAGIC;
 	fr->base = base;
 	fr->up = up;
+	fr->store = store;
 	fr->cfg = cfg;
+	fr->ttl.ttl_s = cfg->ttl_s;
+	fr->ttl.ttl_cursor_s = cfg->ttl_cursor_s;
+	fr->ttl.ttl_wide_s = cfg->ttl_wide_s;
+	fr->ttl.wide_days = (uint32_t)cfg->ttl_wide_days;
+	fr->flights = flight_table_new((size_t)cfg->max_waiters);
+	fr->lru = calloc(LRU_SLOTS, sizeof(*fr->lru));
 	clock_gettime(CLOCK_MONOTONIC, &fr->started);
 	fr->conns_size = conns_table_size();
 	fr->conns = calloc(fr->conns_size, sizeof(*fr->conns));
 	fr->http = evhttp_new(base);
-	if (fr->conns == NULL || fr->http == NULL)
+	if (fr->conns == NULL || fr->http == NULL || fr->lru == NULL)
 		abort();
 	evhttp_set_gencb(fr->http, on_request, fr);
 	evhttp_set_allowed_methods(fr->http,
@@ -440,7 +810,7 @@ unsigned front_port(const struct front *fr)
 
 size_t front_in_flight(const struct front *fr)
 {
-	return fr->n_pending;
+	return fr->n_waiting;
 }
 
 void front_drain(struct front *fr, void (*drained)(void *arg), void *arg)
@@ -458,16 +828,13 @@ void front_drain(struct front *fr, void (*drained)(void *arg), void *arg)
 
 void front_abort_pending(struct front *fr)
 {
-	while (fr->pending) {
-		struct pending *p = fr->pending;
+	while (fr->fetches) {
+		struct fetch *fc = fr->fetches;
+		struct flight *flight = fc->flight;
 
-		if (p->fetch)
-			upstream_cancel(p->fetch);
-		p->fetch = NULL;
-		before_answer(fr, p->req);
-		reply_error(p->req, 503, "shutting_down", NULL,
-			    "the gateway is shutting down");
-		pending_remove(p);
+		upstream_cancel(fc->uf);
+		fetch_unlink(fc);
+		land_failed(flight, UPSTREAM_SHUTDOWN, "the gateway is shutting down");
 	}
 }
 
@@ -478,10 +845,11 @@ void front_free(struct front *fr)
 	assert(fr->magic == FRONT_MAGIC);
 	fr->drained = NULL;
 	front_abort_pending(fr);
-	fr->n_flushing = 0;
 	if (fr->http)
 		evhttp_free(fr->http); /* runs conn_closed for open connections */
+	flight_table_free(fr->flights);
 	free(fr->conns);
+	free(fr->lru);
 	fr->magic = 0;
 	free(fr);
 }

@@ -2,10 +2,9 @@
  * front: the HTTP front end. Accepts client connections with evhttp on the
  * gateway's loop and follows each request from accept to answer:
  *
- *   evhttp request -> route -> policy (validate, normalise) -> upstream
- *   fetch -> relay the vendor's status, Content-Type and body
- *
- * (the cache lookup and the coalescing flight slot in before the fetch).
+ *   evhttp request -> route -> policy (validate, normalise, key) -> cache
+ *   lookup -> hit: answer from the map | miss: flight (coalesce) -> upstream
+ *   fetch -> store -> wake every waiter
  *
  * States: serving, then draining after front_drain (no new connections,
  * answers carry `Connection: close`, the drained callback runs once when the
@@ -23,15 +22,17 @@
 
 struct event_base;
 struct front;
+struct store;
 struct upstream;
 
 /*
- * Binds cfg's listen address and starts serving on `base`, sending misses
- * to `up` (borrowed; must outlive the front). Returns NULL with `err` set if
- * the address cannot be bound.
+ * Binds cfg's listen address and starts serving on `base`, answering from
+ * `store` and sending misses to `up` (both borrowed; they must outlive the
+ * front). Returns NULL with `err` set if the address cannot be bound.
  */
 struct front *front_new(struct event_base *base, const struct cg_config *cfg,
-			struct upstream *up, char *err, size_t err_size);
+			struct upstream *up, struct store *store, char *err,
+			size_t err_size);
 
 /* The port actually bound (useful when cfg asked for port 0). */
 unsigned front_port(const struct front *fr);
@@ -39,7 +40,8 @@ unsigned front_port(const struct front *fr);
 /* Stops accepting; calls drained(arg) once no request is in flight. */
 void front_drain(struct front *fr, void (*drained)(void *arg), void *arg);
 
-/* Answers every in-flight request with 503 at once (shutdown deadline). */
+/* Cancels every upstream fetch and answers their waiters 503 at once
+ * (shutdown deadline). */
 void front_abort_pending(struct front *fr);
 
 /* Requests received and not yet answered. */

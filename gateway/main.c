@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "cache/store.h"
 #include "gateway/config.h"
 #include "gateway/front.h"
 #include "gateway/log.h"
@@ -24,6 +25,8 @@
 struct app {
 	struct event_base *base;
 	struct front *front;
+	struct store *store;
+	struct event *sync_timer;
 	struct event *deadline;
 	struct timeval drain_limit; /* --shutdown-timeout */
 	int stopping;
@@ -55,6 +58,18 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 	      front_in_flight(app->front));
 	event_add(app->deadline, &grace);
 	front_abort_pending(app->front); /* on_drained runs once they are written */
+}
+
+/* MDB_NOSYNC commits reach the page cache at once (a crash of the process
+ * loses nothing); this makes them survive a power loss too. */
+static void on_sync(evutil_socket_t fd, short what, void *arg)
+{
+	struct app *app = arg;
+
+	(void)fd;
+	(void)what;
+	if (store_sync(app->store) != 0)
+		cglog(CGLOG_WARN, "cache: sync to disk failed");
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -147,7 +162,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "contacts-gateway: cannot set up the upstream client\n");
 		goto out;
 	}
-	app.front = front_new(app.base, &cfg, up, err, sizeof(err));
+	app.store = store_open(cfg.cache_dir, cfg.cache_size,
+			       (unsigned)cfg.max_connections + 64, 1, err, sizeof(err));
+	if (app.store == NULL) {
+		fprintf(stderr, "contacts-gateway: %s\n", err);
+		rc = 2;
+		goto out;
+	}
+	app.front = front_new(app.base, &cfg, up, app.store, err, sizeof(err));
 	if (app.front == NULL) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		goto out;
@@ -155,19 +177,31 @@ int main(int argc, char **argv)
 	sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
 	sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
 	app.deadline = evtimer_new(app.base, on_deadline, &app);
+	app.sync_timer = event_new(app.base, -1, EV_PERSIST, on_sync, &app);
 	if (sigterm == NULL || sigint == NULL || app.deadline == NULL ||
+	    app.sync_timer == NULL ||
 	    event_add(sigterm, NULL) != 0 || event_add(sigint, NULL) != 0)
 		goto out;
 	app.drain_limit.tv_sec = cfg.shutdown_timeout_ms / 1000;
 	app.drain_limit.tv_usec = (cfg.shutdown_timeout_ms % 1000) * 1000;
+	{
+		struct timeval every = {cfg.cache_sync_ms / 1000,
+					(cfg.cache_sync_ms % 1000) * 1000};
 
-	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u, upstream %s",
-	      CG_VERSION, cfg.listen_host, front_port(app.front), cfg.upstream);
+		event_add(app.sync_timer, &every);
+	}
+
+	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u, upstream %s, cache %s",
+	      CG_VERSION, cfg.listen_host, front_port(app.front), cfg.upstream,
+	      cfg.cache_dir);
 	event_base_dispatch(app.base);
 	rc = 0;
 out:
 	front_free(app.front);
 	upstream_free(up);
+	store_close(app.store); /* syncs */
+	if (app.sync_timer)
+		event_free(app.sync_timer);
 	if (sigterm)
 		event_free(sigterm);
 	if (sigint)

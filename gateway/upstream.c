@@ -74,7 +74,14 @@ static void check_done(struct upstream *up);
 
 int upstream_result_status(enum upstream_result r)
 {
-	return r == UPSTREAM_TIMEOUT ? 504 : 502;
+	switch (r) {
+	case UPSTREAM_TIMEOUT:
+		return 504;
+	case UPSTREAM_SHUTDOWN:
+		return 503;
+	default:
+		return 502;
+	}
 }
 
 static void fetch_unlink(struct upstream_fetch *f)

@@ -39,6 +39,7 @@ enum upstream_result {
 	UPSTREAM_TRUNCATED,  /* the answer ended before its body did: 502 */
 	UPSTREAM_TOO_BIG,    /* body over max_body: 502 */
 	UPSTREAM_FAILED,     /* anything else curl reports: 502 */
+	UPSTREAM_SHUTDOWN,   /* never sent or cut short: the gateway stops: 503 */
 };
 
 /* Response headers relayed to the client when the vendor sends them. */
@@ -89,7 +90,7 @@ void upstream_cancel(struct upstream_fetch *f);
 /* Fetches started and not yet ended. */
 size_t upstream_in_flight(const struct upstream *up);
 
-/* The HTTP status a failed result maps to (502 or 504). */
+/* The HTTP status a failed result maps to (502, 503 or 504). */
 int upstream_result_status(enum upstream_result r);
 
 #endif

@@ -10,6 +10,7 @@
  */
 #include "policy/query.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -50,11 +51,16 @@ struct parse {
 	int ignored_full;
 };
 
+__attribute__((format(printf, 3, 4)))
 static enum query_status fail(struct query_error *err, const char *parameter,
-			      const char *fmt, const char *arg)
+			      const char *fmt, ...)
 {
+	va_list ap;
+
 	snprintf(err->parameter, sizeof(err->parameter), "%s", parameter);
-	snprintf(err->message, sizeof(err->message), fmt, arg);
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
 	return QUERY_INVALID;
 }
 
@@ -260,13 +266,9 @@ static enum query_status parse_int(struct parse *p, enum param id, const char *v
 
 	if (parse_decimal(v, n, &d) != 0 || d.fp_len != 0)
 		return fail(p->err, name, "%s must be an integer", name);
-	if (d.int_value < min || d.int_value > max) {
-		snprintf(p->err->parameter, sizeof(p->err->parameter), "%s", name);
-		snprintf(p->err->message, sizeof(p->err->message),
-			 "%s must be between %llu and %llu", name,
-			 (unsigned long long)min, (unsigned long long)max);
-		return QUERY_INVALID;
-	}
+	if (d.int_value < min || d.int_value > max)
+		return fail(p->err, name, "%s must be between %llu and %llu", name,
+			    (unsigned long long)min, (unsigned long long)max);
 	*value = (uint32_t)d.int_value;
 	put_decimal(&p->slot[id], &d);
 	return QUERY_OK;
@@ -325,6 +327,7 @@ static int leap(long y)
 	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 }
 
+#define BAD_TIMESTAMP "%s must be an ISO 8601 timestamp, e.g. 2024-01-15T10:00:00.000Z"
 #define TS_MIN_MS INT64_C(-62167219200000)  /* 0000-01-01T00:00:00.000Z */
 #define TS_MAX_MS INT64_C(253402300799999)  /* 9999-12-31T23:59:59.999Z */
 
@@ -333,7 +336,6 @@ static enum query_status parse_timestamp(struct parse *p, enum param id,
 {
 	static const unsigned mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 	const char *name = param_names[id];
-	const char *bad = "%s must be an ISO 8601 timestamp, e.g. 2024-01-15T10:00:00.000Z";
 	long y, mo, d, hh = 0, mi = 0, ss = 0, frac_ms = 0, off = 0;
 	size_t i = 0;
 	int64_t ms, day, y_out;
@@ -344,21 +346,21 @@ static enum query_status parse_timestamp(struct parse *p, enum param id,
 	if ((y = digits(s, n, &i, 4)) < 0 || i >= n || s[i++] != '-' ||
 	    (mo = digits(s, n, &i, 2)) < 0 || i >= n || s[i++] != '-' ||
 	    (d = digits(s, n, &i, 2)) < 0)
-		return fail(p->err, name, bad, name);
+		return fail(p->err, name, BAD_TIMESTAMP, name);
 	if (mo < 1 || mo > 12 ||
 	    d < 1 || d > (long)mdays[mo - 1] + (mo == 2 && leap(y)))
 		return fail(p->err, name, "%s is not a valid calendar date", name);
 	if (i < n) {
 		if (s[i] != 'T' && s[i] != 't')
-			return fail(p->err, name, bad, name);
+			return fail(p->err, name, BAD_TIMESTAMP, name);
 		i++;
 		if ((hh = digits(s, n, &i, 2)) < 0 || i >= n || s[i++] != ':' ||
 		    (mi = digits(s, n, &i, 2)) < 0)
-			return fail(p->err, name, bad, name);
+			return fail(p->err, name, BAD_TIMESTAMP, name);
 		if (i < n && s[i] == ':') {
 			i++;
 			if ((ss = digits(s, n, &i, 2)) < 0)
-				return fail(p->err, name, bad, name);
+				return fail(p->err, name, BAD_TIMESTAMP, name);
 			if (i < n && s[i] == '.') {
 				size_t start = ++i;
 
@@ -368,7 +370,7 @@ static enum query_status parse_timestamp(struct parse *p, enum param id,
 					i++;
 				}
 				if (i == start || i - start > 9)
-					return fail(p->err, name, bad, name);
+					return fail(p->err, name, BAD_TIMESTAMP, name);
 				for (size_t k = i - start; k < 3; k++)
 					frac_ms *= 10;
 			}
@@ -384,21 +386,21 @@ static enum query_status parse_timestamp(struct parse *p, enum param id,
 			long sign = s[i++] == '-' ? -1 : 1, oh, om;
 
 			if ((oh = digits(s, n, &i, 2)) < 0)
-				return fail(p->err, name, bad, name);
+				return fail(p->err, name, BAD_TIMESTAMP, name);
 			if (i < n && s[i] == ':')
 				i++;
 			if ((om = digits(s, n, &i, 2)) < 0 || oh > 23 || om > 59)
-				return fail(p->err, name, bad, name);
+				return fail(p->err, name, BAD_TIMESTAMP, name);
 			off = sign * (oh * 3600 + om * 60);
 		} else if (s[i] == ' ') {
 			return fail(p->err, name,
 				    "%s has a space before its offset: a '+' in a URL "
 				    "means a space, write it as %%2B", name);
 		} else {
-			return fail(p->err, name, bad, name);
+			return fail(p->err, name, BAD_TIMESTAMP, name);
 		}
 		if (i != n)
-			return fail(p->err, name, bad, name);
+			return fail(p->err, name, BAD_TIMESTAMP, name);
 	}
 	ms = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400000 +
 	     ((int64_t)hh * 3600 + mi * 60 + ss - off) * 1000 + frac_ms;
@@ -501,7 +503,7 @@ static enum query_status decode_error(struct parse *p, const char *who,
 	case DECODE_UTF8:
 		return fail(p->err, who, "%s is not valid UTF-8", who);
 	case DECODE_LONG:
-		return fail(p->err, who, "%s must be at most 1024 bytes", who);
+		return fail(p->err, who, "%s must be at most %d bytes", who, QUERY_STRING_MAX);
 	case DECODE_OK:
 		break;
 	}
@@ -623,14 +625,14 @@ enum query_status query_normalise(const char *raw, size_t raw_len,
 	p.out = out;
 	p.err = err;
 	if (raw_len > QUERY_RAW_MAX)
-		return fail(err, "query", "the query is longer than %s bytes", "4096");
+		return fail(err, "query", "the query is longer than %d bytes", QUERY_RAW_MAX);
 	for (size_t i = 0; i <= raw_len; i++) {
 		if (i < raw_len && raw[i] != '&')
 			continue;
 		if (i > start) {
 			if (++segments > QUERY_PARAMS_MAX)
-				return fail(err, "query", "the query has more than %s parameters",
-					    "64");
+				return fail(err, "query", "the query has more than %d parameters",
+					    QUERY_PARAMS_MAX);
 			if (parse_segment(&p, raw + start, i - start) != QUERY_OK)
 				return QUERY_INVALID;
 		}
@@ -648,8 +650,7 @@ enum query_status query_normalise(const char *raw, size_t raw_len,
 	}
 	if (!s[P_DAYS].set && !s[P_CREATED_AFTER].set && !s[P_UPDATED_AFTER].set)
 		return fail(err, "days",
-			    "at least one of days, created_after or updated_after is %s",
-			    "required");
+			    "at least one of days, created_after or updated_after is required");
 	if (s[P_ENTITY_TYPE].set && !s[P_CUSTOM_FIELD_KEY].set) {
 		s[P_ENTITY_TYPE].set = 0; /* the vendor ignores it without the pair */
 		note_ignored(&p, "entity_type", 11);
@@ -679,5 +680,6 @@ enum query_status query_normalise(const char *raw, size_t raw_len,
 	out->canonical_len = o;
 	return QUERY_OK;
 too_long:
-	return fail(err, "query", "the normalised query is longer than %s bytes", "4095");
+	return fail(err, "query", "the normalised query is longer than %d bytes",
+		    QUERY_CANON_MAX - 1);
 }

@@ -18,9 +18,10 @@ struct seen {
 
 static int clock_tick;
 
-static void waiter(const struct upstream_response *resp, void *arg, int collapsed)
+static void waiter(const struct flight_result *r, void *arg, int collapsed)
 {
 	struct seen *s = arg;
+	const struct upstream_response *resp = r->resp;
 
 	s->calls++;
 	s->collapsed = collapsed;
@@ -54,7 +55,7 @@ static void test_coalesce_and_order(void **state)
 	}
 	assert_int_equal(flight_waiters(f), 5);
 	assert_int_equal(flight_count(t), 1);
-	flight_land(f, &resp);
+	flight_land(f, &(struct flight_result){.resp = &resp});
 	assert_int_equal(flight_count(t), 0);
 	assert_null(flight_find(t, id));
 	for (int i = 0; i < 5; i++) {
@@ -92,18 +93,18 @@ static void test_bound_and_many_flights(void **state)
 	assert_int_equal(flight_count(t), 301);
 	id_of(id, 7);
 	assert_ptr_equal(flight_find(t, id), f);
-	flight_land(f, &resp);
+	flight_land(f, &(struct flight_result){.resp = &resp});
 	assert_int_equal(s.calls, 2);
 	flight_table_free(t); /* frees the 300 still open */
 }
 
 /* A waiter that opens a new flight for the same id while being woken. */
 static struct flight_table *reentry_table;
-static void reopen(const struct upstream_response *resp, void *arg, int collapsed)
+static void reopen(const struct flight_result *r, void *arg, int collapsed)
 {
 	const uint8_t *id = arg;
 
-	(void)resp;
+	(void)r;
 	(void)collapsed;
 	assert_null(flight_find(reentry_table, id));
 	flight_open(reentry_table, id);
@@ -118,7 +119,7 @@ static void test_reopen_from_waiter(void **state)
 	reentry_table = flight_table_new(4);
 	id_of(id, 3);
 	assert_int_equal(flight_join(flight_open(reentry_table, id), reopen, id), 0);
-	flight_land(flight_find(reentry_table, id), &resp);
+	flight_land(flight_find(reentry_table, id), &(struct flight_result){.resp = &resp});
 	assert_non_null(flight_find(reentry_table, id));
 	flight_table_free(reentry_table);
 }

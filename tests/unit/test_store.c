@@ -37,7 +37,7 @@ static int teardown(void **state)
 static struct store *open_store(uint64_t map)
 {
 	char err[256];
-	struct store *st = store_open(dir, map, 1, err, sizeof(err));
+	struct store *st = store_open(dir, map, 64, 1, err, sizeof(err));
 
 	if (st == NULL)
 		fail_msg("store_open: %s", err);
@@ -203,18 +203,65 @@ static void test_full_map_keeps_working(void **state)
 	free(body);
 }
 
+/* Last use: entry i was used at 1000 * (its days value), so days=1 is LRU. */
+static int64_t last_used_by_query(const uint8_t id[STORE_ID_LEN], int64_t stored_ms,
+				  void *arg)
+{
+	uint8_t(*ids)[STORE_ID_LEN] = arg;
+
+	(void)stored_ms;
+	for (int i = 0; i < 8; i++)
+		if (memcmp(ids[i], id, STORE_ID_LEN) == 0)
+			return 1000 * (i + 1);
+	fail_msg("unknown id");
+	return 0;
+}
+
+static void test_evict_expired_then_lru(void **state)
+{
+	struct store *st = open_store(MAP);
+	struct store_entry in, out;
+	struct store_view *view;
+	uint8_t ids[8][STORE_ID_LEN];
+	char query[32];
+
+	(void)state;
+	for (int i = 0; i < 8; i++) {
+		snprintf(query, sizeof(query), "days=%d", i + 1);
+		make_entry(&in, "key-a", query, "[]", ids[i]);
+		in.expires_ms = i < 2 ? 5000 : 100000; /* days=1,2 expire at 5 s */
+		assert_int_equal(store_put(st, ids[i], &in), STORE_OK);
+	}
+	/* at 10 s: only the two expired go, whatever the last use says */
+	assert_int_equal(store_evict(st, 10000, 100, last_used_by_query, ids), 2);
+	assert_int_equal(store_count(st), 6);
+	assert_int_equal(store_get(st, ids[0], &view, &out), STORE_NOT_FOUND);
+	assert_int_equal(store_get(st, ids[1], &view, &out), STORE_NOT_FOUND);
+	/* nothing expired: a quarter of the 6 scanned (1), least recently used */
+	assert_int_equal(store_evict(st, 10000, 100, last_used_by_query, ids), 1);
+	assert_int_equal(store_get(st, ids[2], &view, &out), STORE_NOT_FOUND);
+	assert_int_equal(store_get(st, ids[3], &view, &out), STORE_OK);
+	store_view_release(view);
+	/* a bounded scan: 2 at a time still makes progress round the ring */
+	for (int round = 0; round < 10 && store_count(st) > 0; round++)
+		assert_true(store_evict(st, 10000, 2, NULL, NULL) >= 1);
+	assert_int_equal(store_count(st), 0);
+	assert_int_equal(store_evict(st, 10000, 100, NULL, NULL), 0);
+	store_close(st);
+}
+
 static void test_exclusive_and_bad_dirs(void **state)
 {
 	struct store *st = open_store(MAP);
 	char err[256];
 
 	(void)state;
-	assert_null(store_open(dir, MAP, 1, err, sizeof(err)));
+	assert_null(store_open(dir, MAP, 64, 1, err, sizeof(err)));
 	assert_non_null(strstr(err, "in use by another gateway"));
 	store_close(st);
 	st = open_store(MAP); /* the lock went with the close */
 	store_close(st);
-	assert_null(store_open("/proc/version/x", MAP, 1, err, sizeof(err)));
+	assert_null(store_open("/proc/version/x", MAP, 64, 1, err, sizeof(err)));
 	assert_non_null(strstr(err, "/proc/version/x"));
 }
 
@@ -226,6 +273,7 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_record_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_map_keeps_working, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_evict_expired_then_lru, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exclusive_and_bad_dirs, setup, teardown),
 	};
 
