@@ -40,7 +40,8 @@
 struct store {
 	unsigned magic;
 	MDB_env *env;
-	MDB_dbi dbi;
+	MDB_dbi dbi;  /* "entries": id -> record */
+	MDB_dbi meta; /* "meta": format version, eviction counter */
 	int lock_fd;
 	uint8_t evict_from[STORE_ID_LEN]; /* where the next eviction scan starts */
 };
@@ -100,6 +101,51 @@ static int mkdir_p(const char *dir)
 	return 0;
 }
 
+/* Records the format in a new store; refuses a store of another format. */
+static int check_format(MDB_txn *txn, MDB_dbi meta)
+{
+	MDB_val key = {6, "format"}, val;
+	uint32_t version = RECORD_VERSION;
+	int rc = mdb_get(txn, meta, &key, &val);
+
+	if (rc == MDB_NOTFOUND) {
+		val.mv_size = sizeof(version);
+		val.mv_data = &version;
+		return mdb_put(txn, meta, &key, &val, 0);
+	}
+	if (rc != 0)
+		return rc;
+	if (val.mv_size != sizeof(version) || get_u32(val.mv_data) != RECORD_VERSION)
+		return MDB_INCOMPATIBLE;
+	return 0;
+}
+
+/*
+ * LMDB reuses pages freed by a transaction only once a later one has
+ * committed; a full map whose puts keep failing (aborted, so no new
+ * transaction id) would never get them back. This small committed write
+ * moves the clock on right after an eviction.
+ */
+static void advance(struct store *st)
+{
+	MDB_val key = {9, "evictions"}, val;
+	MDB_txn *txn;
+	uint64_t n = 0;
+
+	if (mdb_txn_begin(st->env, NULL, 0, &txn) != 0)
+		return;
+	if (mdb_get(txn, st->meta, &key, &val) == 0 && val.mv_size == sizeof(n))
+		n = get_u64(val.mv_data);
+	n++;
+	val.mv_size = sizeof(n);
+	val.mv_data = &n;
+	if (mdb_put(txn, st->meta, &key, &val, 0) != 0) {
+		mdb_txn_abort(txn);
+		return;
+	}
+	mdb_txn_commit(txn);
+}
+
 struct store *store_open(const char *dir, uint64_t map_bytes,
 			 unsigned max_readers, int exclusive, char *err,
 			 size_t err_size)
@@ -139,14 +185,20 @@ struct store *store_open(const char *dir, uint64_t map_bytes,
 	if ((rc = mdb_env_create(&st->env)) != 0 ||
 	    (rc = mdb_env_set_mapsize(st->env, (size_t)map_bytes)) != 0 ||
 	    (rc = mdb_env_set_maxreaders(st->env, max_readers)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(st->env, 2)) != 0 ||
 	    (rc = mdb_env_open(st->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD,
 			       0600)) != 0 ||
 	    (rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0 ||
-	    (rc = mdb_dbi_open(txn, NULL, 0, &st->dbi)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &st->dbi)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0 ||
+	    (rc = check_format(txn, st->meta)) != 0 ||
 	    (rc = mdb_txn_commit(txn)) != 0) {
 		if (txn && rc != 0)
 			mdb_txn_abort(txn);
-		snprintf(err, err_size, "cache directory %s: %s", dir, mdb_strerror(rc));
+		snprintf(err, err_size, "cache directory %s: %s", dir,
+			 rc == MDB_INCOMPATIBLE ? "not a contacts-gateway cache (format)"
+						: mdb_strerror(rc));
+		txn = NULL;
 		goto fail;
 	}
 	return st;
@@ -391,6 +443,8 @@ size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,
 	txn = NULL;
 	if (rc != 0)
 		deleted = 0;
+	else if (deleted > 0)
+		advance(st);
 out:
 	if (cur)
 		mdb_cursor_close(cur);

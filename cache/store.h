@@ -2,7 +2,9 @@
  * store: the LMDB store of upstream answers, one record per (API key hash,
  * canonical query).
  *
- * Data model. One LMDB environment in a directory, one unnamed database:
+ * Data model. One LMDB environment in a directory; database "meta" holds
+ * the record format version (a store of another format is refused) and an
+ * eviction counter; database "entries" holds the answers:
  *   key   = entry id, SHA-256(SHA-256(api key) || canonical query), 32 bytes
  *   value = a self-checking record (layout in store.c): times, ETag, the key
  *           hash, the canonical query, the Content-Type and the body, closed
@@ -80,9 +82,9 @@ struct store *store_open(const char *dir, uint64_t map_bytes,
 void store_close(struct store *st);
 
 /* Writes (or replaces) the entry under `id`; computes its ETag and checksum.
- * Borrows everything. On STORE_FULL nothing was written; note that LMDB
- * reuses pages freed by transactions older than the last commit, so room is
- * made by deleting in batches (or in one transaction), not one at a time. */
+ * Borrows everything. On STORE_FULL nothing was written: store_evict, then
+ * try again. (LMDB reuses freed pages only after a later commit; deletes
+ * made one at a time free room one commit late.) */
 enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
 			    struct store_entry *e);
 

@@ -85,6 +85,12 @@ struct fetch {
 	char canonical[]; /* NUL-terminated */
 };
 
+/* A tracked client connection: who owns the fd, answers it is still writing. */
+struct conn_slot {
+	struct evhttp_connection *evcon;
+	size_t flushing;
+};
+
 /* Approximate last use of entries (direct-mapped by id), for eviction. */
 struct lru_slot {
 	uint64_t tag;
@@ -104,7 +110,7 @@ struct front {
 	unsigned port;
 	struct timespec started;
 	/* connection accounting, see the file comment */
-	struct evhttp_connection **conns;
+	struct conn_slot *conns;
 	size_t conns_size;
 	long n_conns;
 	/* upstream fetches in progress, one per open flight */
@@ -144,25 +150,37 @@ static void reply_error(struct evhttp_request *req, int code, const char *error,
 	evbuffer_free(body);
 }
 
+/* The slot of the connection a request arrived on, or NULL if untracked. */
+static struct conn_slot *slot_of(struct front *fr, struct evhttp_connection *evcon)
+{
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+
+	if (fd >= 0 && (size_t)fd < fr->conns_size && fr->conns[fd].evcon == evcon)
+		return &fr->conns[fd];
+	for (size_t i = 0; evcon && i < fr->conns_size; i++) /* fd already gone */
+		if (fr->conns[i].evcon == evcon)
+			return &fr->conns[i];
+	return NULL;
+}
+
+static void maybe_drained(struct front *fr);
+
+/* A client connection closed: answers still being written to it never will. */
 static void conn_closed(struct evhttp_connection *evcon, void *arg)
 {
 	struct front *fr = arg;
-	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
-	evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+	struct conn_slot *slot;
 
 	assert(fr->magic == FRONT_MAGIC);
-	if (fd >= 0 && (size_t)fd < fr->conns_size && fr->conns[fd] == evcon) {
-		fr->conns[fd] = NULL;
-	} else { /* fd already gone: find the entry */
-		size_t i;
-
-		for (i = 0; i < fr->conns_size && fr->conns[i] != evcon; i++)
-			;
-		if (i == fr->conns_size)
-			return;
-		fr->conns[i] = NULL;
-	}
+	slot = slot_of(fr, evcon);
+	if (slot == NULL)
+		return;
+	fr->n_flushing -= slot->flushing;
+	slot->flushing = 0;
+	slot->evcon = NULL;
 	fr->n_conns--;
+	maybe_drained(fr);
 }
 
 /*
@@ -180,7 +198,7 @@ static int track_connection(struct front *fr, struct evhttp_request *req)
 		return 0;
 	bev = evhttp_connection_get_bufferevent(evcon);
 	fd = bev ? bufferevent_getfd(bev) : -1;
-	if (fd < 0 || (size_t)fd >= fr->conns_size || fr->conns[fd] == evcon)
+	if (fd < 0 || (size_t)fd >= fr->conns_size || fr->conns[fd].evcon == evcon)
 		return 0;
 	if (fr->n_conns >= fr->cfg->max_connections) {
 		cglog(CGLOG_WARN, "connection limit %ld reached: answering 503",
@@ -193,7 +211,8 @@ static int track_connection(struct front *fr, struct evhttp_request *req)
 			    "the gateway is serving its maximum number of connections");
 		return -1;
 	}
-	fr->conns[fd] = evcon;
+	fr->conns[fd].evcon = evcon;
+	fr->conns[fd].flushing = 0;
 	fr->n_conns++;
 	evhttp_connection_set_closecb(evcon, conn_closed, fr);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -215,25 +234,32 @@ static void maybe_drained(struct front *fr)
 static void on_flushed(struct evhttp_request *req, void *arg)
 {
 	struct front *fr = arg;
+	struct conn_slot *slot = slot_of(fr, evhttp_request_get_connection(req));
 
-	(void)req;
 	assert(fr->magic == FRONT_MAGIC);
-	fr->n_flushing--;
+	if (slot && slot->flushing > 0) {
+		slot->flushing--;
+		fr->n_flushing--;
+	}
 	maybe_drained(fr);
 }
 
 /*
  * Prepares the answer to a request that waited on the upstream: while
  * draining its connection closes after it, and the drain waits until it is
- * written (evhttp tells us through the complete callback; a request whose
- * client already left is freed unsent and not waited for).
+ * written. evhttp says so through the complete callback, or the connection
+ * closes first (the client left) and conn_closed settles its count; a
+ * request already detached from its connection is freed unsent.
  */
 static void before_answer(struct front *fr, struct evhttp_request *req)
 {
+	struct conn_slot *slot = slot_of(fr, evhttp_request_get_connection(req));
+
 	if (fr->draining)
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 				  "Connection", "close");
-	if (evhttp_request_get_connection(req) != NULL) {
+	if (slot != NULL) {
+		slot->flushing++;
 		fr->n_flushing++;
 		evhttp_request_set_on_complete_cb(req, on_flushed, fr);
 	}
@@ -368,6 +394,7 @@ static int serve_hit(struct front *fr, struct evhttp_request *req,
 		return 0;
 	}
 	lru_touch(fr, id, now);
+	before_answer(fr, req);
 	format_etag(etag, e.etag);
 	memcpy(ctype, e.content_type, e.content_type_len);
 	ctype[e.content_type_len] = '\0';

@@ -205,6 +205,21 @@ static void count_request(const char *key, const char *raw)
 		sim.max_concurrency = sim.in_flight;
 }
 
+/* Answers now, or after the configured latency. */
+static void answer(struct evhttp_request *req, int code, const char *json)
+{
+	struct evbuffer *b;
+
+	if (sim.latency_ms <= 0) {
+		send_json(req, code, json);
+		done_one();
+		return;
+	}
+	b = evbuffer_new();
+	evbuffer_add(b, json, strlen(json));
+	later(req, sim.latency_ms, D_ANSWER, code, b);
+}
+
 static void play_fault(struct evhttp_request *req, const struct fault *f,
 		       const struct sim_org *org, const char *raw)
 {
@@ -222,8 +237,7 @@ static void play_fault(struct evhttp_request *req, const struct fault *f,
 		snprintf(body, sizeof(body), "{\"statusCode\":%d,\"message\":\"%s\"}",
 			 f->kind == F_429 ? 429 : f->status,
 			 f->kind == F_429 ? "Too Many Requests" : "injected fault");
-		send_json(req, f->kind == F_429 ? 429 : f->status, body);
-		done_one();
+		answer(req, f->kind == F_429 ? 429 : f->status, body);
 		return;
 	case F_RESET:
 		later(req, 0, D_RESET, 0, NULL);
@@ -232,8 +246,7 @@ static void play_fault(struct evhttp_request *req, const struct fault *f,
 		later(req, f->ms, D_CLOSE, 0, NULL);
 		return;
 	case F_MALFORMED:
-		send_json(req, 200, "[{\"id\":\"broken\"");
-		done_one();
+		answer(req, 200, "[{\"id\":\"broken\"");
 		return;
 	case F_TRUNCATED:
 		b = evbuffer_new();
