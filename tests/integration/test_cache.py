@@ -253,6 +253,7 @@ def a_corrupted_record_is_refused_and_fetched_again():
 @run.test
 def clean_exit():
     h.stop_gateway(gw)
+    assert sim.stop() == 0, sim.read_log()[-2000:]
 
 
 run.run()

@@ -114,6 +114,7 @@ def upstream_down_is_502():
 @run.test
 def clean_exit():
     h.stop_gateway(gw)
+    assert sim.stop() == 0, sim.read_log()[-2000:]
 
 
 run.run()

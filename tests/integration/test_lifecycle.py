@@ -124,4 +124,10 @@ def idle_client_is_closed():
         h.stop_gateway(gw)
 
 
+
+@run.test
+def clean_exit():
+    assert sim.stop() == 0, sim.read_log()[-2000:]
+
+
 run.run()

@@ -159,4 +159,11 @@ def fifty_concurrent_requests_all_correct():
     assert got == want
 
 
+
+@run.test
+def clean_exit():
+    h.stop_gateway(gw)
+    assert sim.stop() == 0, sim.read_log()[-2000:]
+
+
 run.run()

@@ -89,4 +89,11 @@ def gateway_still_serves_after_the_table():
     assert r.status == 200 and len(r.json()) == 3
 
 
+
+@run.test
+def clean_exit():
+    h.stop_gateway(gw)
+    assert sim.stop() == 0, sim.read_log()[-2000:]
+
+
 run.run()
