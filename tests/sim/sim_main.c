@@ -58,6 +58,8 @@ struct delayed {
 	enum delayed_action action;
 	int status;
 	struct evbuffer *body;
+	struct event *timer;
+	struct delayed *prev, *next; /* sim.delayed: freed at exit if never fired */
 };
 
 static struct {
@@ -71,6 +73,7 @@ static struct {
 	long total, by_key[SIM_KEYS_MAX], in_flight, max_concurrency;
 	struct recent recent[STATS_RECENT];
 	size_t recent_next, recent_n;
+	struct delayed *delayed;
 } sim;
 
 static int64_t wall_ms(void)
@@ -125,6 +128,21 @@ static void drop_connection(struct evhttp_request *req, int reset)
 	evhttp_connection_free(evcon); /* frees the request with it */
 }
 
+static void delayed_free(struct delayed *d)
+{
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		sim.delayed = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	if (d->body)
+		evbuffer_free(d->body);
+	event_free(d->timer);
+	d->magic = 0;
+	free(d);
+}
+
 static void on_delayed(evutil_socket_t fd, short what, void *arg)
 {
 	struct delayed *d = arg;
@@ -138,10 +156,7 @@ static void on_delayed(evutil_socket_t fd, short what, void *arg)
 	} else {
 		drop_connection(d->req, d->action == D_RESET);
 	}
-	if (d->body)
-		evbuffer_free(d->body);
-	d->magic = 0;
-	free(d);
+	delayed_free(d);
 	done_one();
 }
 
@@ -158,7 +173,14 @@ static void later(struct evhttp_request *req, long ms, enum delayed_action actio
 	d->action = action;
 	d->status = status;
 	d->body = body;
-	event_base_once(sim.base, -1, EV_TIMEOUT, on_delayed, d, &tv);
+	d->timer = evtimer_new(sim.base, on_delayed, d);
+	if (d->timer == NULL)
+		abort();
+	d->next = sim.delayed;
+	if (sim.delayed)
+		sim.delayed->prev = d;
+	sim.delayed = d;
+	evtimer_add(d->timer, &tv);
 }
 
 static void on_truncated_written(struct evhttp_connection *evcon, void *arg)
@@ -574,7 +596,9 @@ int main(int argc, char **argv)
 	fflush(stderr);
 	event_base_dispatch(sim.base);
 
-	evhttp_free(http);
+	evhttp_free(http); /* frees the requests still held */
+	while (sim.delayed)
+		delayed_free(sim.delayed);
 	event_free(sigterm);
 	event_free(sigint);
 	event_base_free(sim.base);
