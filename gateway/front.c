@@ -57,6 +57,7 @@
 #define LRU_SLOTS 65536          /* last-use memory for eviction, a power of 2 */
 #define EVICT_SCAN 1024          /* entries one eviction pass looks at */
 #define STORE_ATTEMPTS 4         /* put, evict, put ... before giving up */
+#define WRITE_CHUNK_MAX (1 << 20) /* bytes written per loop turn and connection */
 
 enum cache_control {
 	CC_NO_CACHE = 1,       /* refresh from upstream (still coalesced) */
@@ -216,6 +217,9 @@ static int track_connection(struct front *fr, struct evhttp_request *req)
 	fr->n_conns++;
 	evhttp_connection_set_closecb(evcon, conn_closed, fr);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* libevent writes 16 KiB per loop turn by default: a 450 KB answer
+	 * would take ~28 turns; let the kernel take what it can at once */
+	bufferevent_set_max_single_write(bev, WRITE_CHUNK_MAX);
 	return 0;
 }
 

@@ -149,7 +149,17 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	app.base = event_base_new();
+	{
+		/* the changelist folds an add and a delete of the same event in
+		 * one loop turn into nothing: fewer epoll_ctl calls per answer */
+		struct event_config *ecfg = event_config_new();
+
+		if (ecfg == NULL)
+			goto out;
+		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+		app.base = event_base_new_with_config(ecfg);
+		event_config_free(ecfg);
+	}
 	if (app.base == NULL)
 		goto out;
 	ucfg.base_url = cfg.upstream;
