@@ -201,6 +201,13 @@ static int track_connection(struct front *fr, struct evhttp_request *req)
 	fd = bev ? bufferevent_getfd(bev) : -1;
 	if (fd < 0 || (size_t)fd >= fr->conns_size || fr->conns[fd].evcon == evcon)
 		return 0;
+	if (fr->conns[fd].evcon != NULL) {
+		/* the fd was reused, so its old connection is gone even though no
+		 * close callback said so: settle it rather than leak the count */
+		fr->n_flushing -= fr->conns[fd].flushing;
+		fr->conns[fd].evcon = NULL;
+		fr->n_conns--;
+	}
 	if (fr->n_conns >= fr->cfg->max_connections) {
 		cglog(CGLOG_WARN, "connection limit %ld reached: answering 503",
 		      fr->cfg->max_connections);
