@@ -34,6 +34,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -82,7 +83,7 @@ struct fetch {
 	uint8_t keyhash[STORE_KEYHASH_LEN];
 	uint32_t ttl_s;
 	size_t canonical_len;
-	struct fetch *prev, *next;
+	LIST_ENTRY(fetch) link;
 	char canonical[]; /* NUL-terminated */
 };
 
@@ -115,7 +116,7 @@ struct front {
 	size_t conns_size;
 	long n_conns;
 	/* upstream fetches in progress, one per open flight */
-	struct fetch *fetches;
+	LIST_HEAD(, fetch) fetches;
 	size_t n_waiting;  /* requests waiting on a flight */
 	size_t n_flushing; /* answers to waiters not yet fully written */
 	struct lru_slot *lru;
@@ -543,16 +544,10 @@ static int store_answer(struct front *fr, struct fetch *fc,
 	return 1;
 }
 
-static void fetch_unlink(struct fetch *fc)
+/* Takes a fetch off the front's list and frees it. */
+static void fetch_free(struct fetch *fc)
 {
-	struct front *fr = fc->fr;
-
-	if (fc->prev)
-		fc->prev->next = fc->next;
-	else
-		fr->fetches = fc->next;
-	if (fc->next)
-		fc->next->prev = fc->prev;
+	LIST_REMOVE(fc, link);
 	fc->magic = 0;
 	free(fc);
 }
@@ -575,7 +570,7 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 			r.ttl_s = fc->ttl_s;
 		}
 	}
-	fetch_unlink(fc);
+	fetch_free(fc);
 	flight_land(flight, &r);
 }
 
@@ -637,13 +632,10 @@ static void wait_on_flight(struct front *fr, struct evhttp_request *req,
 	fr->n_waiting++;
 	if (fc == NULL)
 		return; /* collapsed onto the fetch in progress */
-	fc->next = fr->fetches;
-	if (fr->fetches)
-		fr->fetches->prev = fc;
-	fr->fetches = fc;
+	LIST_INSERT_HEAD(&fr->fetches, fc, link);
 	fc->uf = upstream_fetch(fr->up, fc->canonical, api_key, on_fetched, fc);
 	if (fc->uf == NULL) {
-		fetch_unlink(fc);
+		fetch_free(fc);
 		land_failed(flight, UPSTREAM_FAILED, "could not start the upstream request");
 	}
 }
@@ -792,6 +784,7 @@ struct front *front_new(struct event_base *base, const struct cg_config *cfg,
 	if (fr == NULL)
 		abort();
 	fr->magic = FRONT_MAGIC;
+	LIST_INIT(&fr->fetches);
 	fr->base = base;
 	fr->up = up;
 	fr->store = store;
@@ -866,12 +859,12 @@ void front_drain(struct front *fr, void (*drained)(void *arg), void *arg)
 
 void front_abort_pending(struct front *fr)
 {
-	while (fr->fetches) {
-		struct fetch *fc = fr->fetches;
+	while (!LIST_EMPTY(&fr->fetches)) {
+		struct fetch *fc = LIST_FIRST(&fr->fetches);
 		struct flight *flight = fc->flight;
 
 		upstream_cancel(fc->uf);
-		fetch_unlink(fc);
+		fetch_free(fc);
 		land_failed(flight, UPSTREAM_SHUTDOWN, "the gateway is shutting down");
 	}
 }

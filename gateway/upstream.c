@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #include "gateway/log.h"
 
@@ -34,7 +35,7 @@
 struct sock_watch {
 	unsigned magic;
 	struct event *ev;
-	struct sock_watch *prev, *next;
+	LIST_ENTRY(sock_watch) link;
 };
 
 struct upstream_fetch {
@@ -46,7 +47,7 @@ struct upstream_fetch {
 	void *arg;
 	int too_big;
 	struct upstream_response resp;
-	struct upstream_fetch *prev, *next;
+	LIST_ENTRY(upstream_fetch) link;
 	char curl_error[CURL_ERROR_SIZE];
 };
 
@@ -58,8 +59,8 @@ struct upstream {
 	struct upstream_config cfg;
 	char *base_url;
 	size_t in_flight;
-	struct upstream_fetch *fetches;
-	struct sock_watch *socks;
+	LIST_HEAD(, upstream_fetch) fetches;
+	LIST_HEAD(, sock_watch) socks;
 };
 
 /* Vendor response headers we pass on, in their canonical spelling. */
@@ -88,12 +89,7 @@ static void fetch_unlink(struct upstream_fetch *f)
 {
 	struct upstream *up = f->up;
 
-	if (f->prev)
-		f->prev->next = f->next;
-	else
-		up->fetches = f->next;
-	if (f->next)
-		f->next->prev = f->prev;
+	LIST_REMOVE(f, link);
 	up->in_flight--;
 }
 
@@ -277,15 +273,10 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *arg)
 	return evtimer_add(up->timer, &tv);
 }
 
-static void sock_unwatch(struct upstream *up, struct sock_watch *w)
+static void sock_unwatch(struct sock_watch *w)
 {
 	assert(w->magic == SOCK_MAGIC);
-	if (w->prev)
-		w->prev->next = w->next;
-	else
-		up->socks = w->next;
-	if (w->next)
-		w->next->prev = w->prev;
+	LIST_REMOVE(w, link);
 	event_free(w->ev);
 	w->magic = 0;
 	free(w);
@@ -304,7 +295,7 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 	if (what == CURL_POLL_REMOVE) {
 		if (w != NULL) {
 			curl_multi_assign(up->multi, s, NULL);
-			sock_unwatch(up, w);
+			sock_unwatch(w);
 		}
 		return 0;
 	}
@@ -317,10 +308,7 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 		if (w == NULL)
 			abort();
 		w->magic = SOCK_MAGIC;
-		w->next = up->socks;
-		if (up->socks)
-			up->socks->prev = w;
-		up->socks = w;
+		LIST_INSERT_HEAD(&up->socks, w, link);
 		curl_multi_assign(up->multi, s, w);
 	} else {
 		event_free(w->ev);
@@ -339,6 +327,8 @@ struct upstream *upstream_new(struct event_base *base,
 	if (up == NULL)
 		abort();
 	up->magic = UPSTREAM_MAGIC;
+	LIST_INIT(&up->fetches);
+	LIST_INIT(&up->socks);
 	up->base = base;
 	up->cfg = *cfg;
 	up->base_url = strdup(cfg->base_url);
@@ -365,12 +355,12 @@ void upstream_free(struct upstream *up)
 	if (up == NULL)
 		return;
 	assert(up->magic == UPSTREAM_MAGIC);
-	while (up->fetches)
-		upstream_cancel(up->fetches);
+	while (!LIST_EMPTY(&up->fetches))
+		upstream_cancel(LIST_FIRST(&up->fetches));
 	if (up->multi)
 		curl_multi_cleanup(up->multi);
-	while (up->socks) /* any curl did not remove on cleanup */
-		sock_unwatch(up, up->socks);
+	while (!LIST_EMPTY(&up->socks)) /* any curl did not remove on cleanup */
+		sock_unwatch(LIST_FIRST(&up->socks));
 	if (up->timer)
 		event_free(up->timer);
 	free(up->base_url);
@@ -438,10 +428,7 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 	free(hdr);
 	url = hdr = NULL;
 
-	f->next = up->fetches;
-	if (up->fetches)
-		up->fetches->prev = f;
-	up->fetches = f;
+	LIST_INSERT_HEAD(&up->fetches, f, link);
 	up->in_flight++;
 	if (curl_multi_add_handle(up->multi, f->easy) != CURLM_OK) {
 		fetch_unlink(f);
