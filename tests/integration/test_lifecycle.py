@@ -27,43 +27,47 @@ def in_background(fn):
     return t, out
 
 
-@run.test
-def sigterm_drains_in_flight_then_exits_0():
-    gw = h.start_gateway(a, sim.port, "--ttl", "0")
-    h.sim_post(sim, "/__sim/latency?ms=1000")
+def sigterm_with_a_request_in_flight(gateway_args, latency_ms, query, while_draining=None):
+    """Starts a gateway, sends one request the simulator holds for latency_ms,
+    SIGTERMs the gateway while it waits, and returns that request's answer
+    once the gateway has exited 0."""
+    gw = h.start_gateway(a, sim.port, "--ttl", "0", *gateway_args)
+    h.sim_post(sim, "/__sim/latency?ms=%d" % latency_ms)
     try:
-        t, out = in_background(lambda: h.contacts(gw.port, "days=30&limit=2", timeout=10))
+        t, out = in_background(lambda: h.contacts(gw.port, query, timeout=10))
         h.eventually(lambda: h.sim_stats(sim)["in_flight"] == 1)
         gw.signal(signal.SIGTERM)
-        time.sleep(0.2)
-        try:  # the listener is closed at once
-            socket.create_connection(("127.0.0.1", gw.port), timeout=1).close()
-            raise AssertionError("new connection accepted after SIGTERM")
-        except ConnectionRefusedError:
-            pass
+        if while_draining:
+            while_draining(gw)
         t.join(10)
         assert "r" in out, out
-        assert out["r"].status == 200 and len(out["r"].json()) == 2
         assert gw.wait(10) == 0
+        return out["r"]
     finally:
         h.sim_post(sim, "/__sim/reset")
         gw.stop()
+
+
+def refuses_new_connections(gw):
+    time.sleep(0.2)
+    try:  # the listener is closed at once
+        socket.create_connection(("127.0.0.1", gw.port), timeout=1).close()
+        raise AssertionError("new connection accepted after SIGTERM")
+    except ConnectionRefusedError:
+        pass
+
+
+@run.test
+def sigterm_drains_in_flight_then_exits_0():
+    r = sigterm_with_a_request_in_flight([], 1000, "days=30&limit=2",
+                                         while_draining=refuses_new_connections)
+    assert r.status == 200 and len(r.json()) == 2
 
 
 @run.test
 def shutdown_timeout_answers_503():
-    gw = h.start_gateway(a, sim.port, "--ttl", "0", "--shutdown-timeout", "300")
-    h.sim_post(sim, "/__sim/latency?ms=3000")
-    try:
-        t, out = in_background(lambda: h.contacts(gw.port, "days=31", timeout=10))
-        h.eventually(lambda: h.sim_stats(sim)["in_flight"] == 1)
-        gw.signal(signal.SIGTERM)
-        t.join(10)
-        assert out["r"].status == 503 and out["r"].json()["error"] == "shutting_down"
-        assert gw.wait(10) == 0
-    finally:
-        h.sim_post(sim, "/__sim/reset")
-        gw.stop()
+    r = sigterm_with_a_request_in_flight(["--shutdown-timeout", "300"], 3000, "days=31")
+    assert r.status == 503 and r.json()["error"] == "shutting_down"
 
 
 @run.test
