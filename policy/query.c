@@ -29,7 +29,8 @@
  *   - err->parameter and err->message are NUL-terminated valid UTF-8: names
  *     that failed to decode are shown in their raw form with every byte
  *     outside printable ASCII written as %XX, decoded names are cut on a
- *     character boundary;
+ *     character boundary; a segment with an empty name is reported as
+ *     "query";
  *   - on QUERY_OK the canonical query is non-empty (at least one of days,
  *     created_after, updated_after is in it) and NUL-terminated.
  *
@@ -310,19 +311,29 @@ static void who_decoded(char *dst, size_t size, const char *s, size_t n)
 	dst[o] = '\0';
 }
 
+/*
+ * The error for a segment that failed to decode. `who` names the parameter;
+ * one whose name is empty is reported as "query".
+ */
 static enum query_status decode_error(struct parse *p, const char *who,
 				      enum decode_result r)
 {
+	const char *subject = who;
+
+	if (who[0] == '\0') {
+		who = "query";
+		subject = "a parameter with an empty name";
+	}
 	switch (r) {
 	case DECODE_ESCAPE:
 		return fail(p->err, who,
 			    "%s has a malformed percent-escape: '%%' must be followed by "
 			    "two hex digits",
-			    who);
+			    subject);
 	case DECODE_NUL:
-		return fail(p->err, who, "%s contains a NUL byte", who);
+		return fail(p->err, who, "%s contains a NUL byte", subject);
 	case DECODE_UTF8:
-		return fail(p->err, who, "%s is not valid UTF-8 once decoded", who);
+		return fail(p->err, who, "%s is not valid UTF-8 once decoded", subject);
 	case DECODE_LONG:
 		return fail_query_too_long(p->err);
 	case DECODE_OK:

@@ -52,8 +52,10 @@ enum query_param {
 	QUERY_P_ENTITY_TYPE = 1u << 8,
 };
 
+/* Both strings are NUL-terminated valid UTF-8, whatever the input. */
 struct query_error {
-	char parameter[32]; /* the parameter's name, e.g. "days" */
+	char parameter[32]; /* the parameter's name, e.g. "days"; "query" for the
+			     * whole query or a parameter with an empty name */
 	char message[192];  /* one sentence for a human, e.g. "days must be ..." */
 };
 
@@ -62,7 +64,8 @@ struct query {
 	size_t canonical_len;
 	/* Names of dropped parameters, canonically percent-encoded, joined with
 	 * ','; at most QUERY_IGNORED_MAX - 1 bytes: if the list does not fit it
-	 * ends in ",..." . Empty string when nothing was dropped. */
+	 * ends in ",..." (just "..." when not even the first name fits). Empty
+	 * string when nothing was dropped; empty names ("=1") are not listed. */
 	char ignored[QUERY_IGNORED_MAX];
 	unsigned present;          /* enum query_param bits */
 	/* Parsed values, meaningful when the matching bit is in `present`;
