@@ -125,6 +125,17 @@ struct front {
 	void *drained_arg;
 };
 
+/* evhttp sends no length for HEAD; say what GET would have sent. */
+static void head_length(struct evhttp_request *req, size_t len)
+{
+	char text[24];
+
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+		return;
+	snprintf(text, sizeof(text), "%zu", len);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", text);
+}
+
 /* Answers `req` with `code` and a JSON error body. Always answers. */
 static void reply_error(struct evhttp_request *req, int code, const char *error,
 			const char *parameter, const char *message)
@@ -146,6 +157,7 @@ static void reply_error(struct evhttp_request *req, int code, const char *error,
 	evbuffer_add(body, text, strlen(text));
 	evhttp_remove_header(out, "Content-Type");
 	evhttp_add_header(out, "Content-Type", JSON_TYPE);
+	head_length(req, evbuffer_get_length(body));
 	evhttp_send_reply(req, code, NULL, body);
 	cJSON_free(text);
 	cJSON_Delete(obj);
@@ -731,6 +743,7 @@ static void handle_health(struct front *fr, struct evhttp_request *req)
 			    CG_VERSION, (long long)(now.tv_sec - fr->started.tv_sec));
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 			  JSON_TYPE);
+	head_length(req, evbuffer_get_length(body));
 	evhttp_send_reply(req, 200, NULL, body);
 	evbuffer_free(body);
 }

@@ -420,7 +420,11 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 	curl_easy_setopt(f->easy, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(f->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(f->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-	curl_easy_setopt(f->easy, CURLOPT_PIPEWAIT, 1L);
+	/* Waiting to multiplex only pays where HTTP/2 can be negotiated (TLS);
+	 * over http:// it would queue every new request behind the first
+	 * connection's answer on a cold gateway. */
+	curl_easy_setopt(f->easy, CURLOPT_PIPEWAIT,
+			 strncmp(up->base_url, "https://", 8) == 0 ? 1L : 0L);
 	curl_easy_setopt(f->easy, CURLOPT_ACCEPT_ENCODING, "");
 	curl_easy_setopt(f->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(f->easy, CURLOPT_FOLLOWLOCATION, 0L);
