@@ -237,25 +237,39 @@ static enum decode_result decode(const char *s, size_t n, char *out, size_t cap,
 	return DECODE_OK;
 }
 
-long query_encode(char *dst, size_t dst_size, const char *src, size_t len)
+static int is_unreserved(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	       (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+static int is_printable(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f;
+}
+
+/*
+ * Writes src[0..n) into dst (size > 0), bytes for which `plain` holds as
+ * they are and all others as %XX (upper-case hex), stopping before the first
+ * one that would not fit with the NUL. Returns the length written; *cut says
+ * whether it stopped early.
+ */
+static size_t pct_encode(char *dst, size_t size, const char *src, size_t n,
+			 int (*plain)(unsigned char), int *cut)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t o = 0;
 
-	if (dst_size == 0)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
+	*cut = 0;
+	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)src[i];
-		int plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-			    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
-			    c == '~';
-		size_t need = plain ? 1 : 3;
+		int literal = plain(c);
 
-		if (dst_size - o <= need) { /* no room for it and the NUL */
-			dst[o] = '\0';
-			return -1;
+		if (size - o <= (literal ? 1u : 3u)) { /* no room for it and the NUL */
+			*cut = 1;
+			break;
 		}
-		if (plain) {
+		if (literal) {
 			dst[o++] = (char)c;
 		} else {
 			dst[o++] = '%';
@@ -264,7 +278,18 @@ long query_encode(char *dst, size_t dst_size, const char *src, size_t len)
 		}
 	}
 	dst[o] = '\0';
-	return (long)o;
+	return o;
+}
+
+long query_encode(char *dst, size_t dst_size, const char *src, size_t len)
+{
+	int cut;
+	size_t o;
+
+	if (dst_size == 0)
+		return -1;
+	o = pct_encode(dst, dst_size, src, len, is_unreserved, &cut);
+	return cut ? -1 : (long)o;
 }
 
 /*
@@ -274,24 +299,9 @@ long query_encode(char *dst, size_t dst_size, const char *src, size_t len)
  */
 static void who_raw(char *dst, size_t size, const char *s, size_t n)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	size_t o = 0;
+	int cut;
 
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		int plain = c > 0x20 && c < 0x7f;
-
-		if (size - o <= (plain ? 1u : 3u))
-			break;
-		if (plain) {
-			dst[o++] = (char)c;
-		} else {
-			dst[o++] = '%';
-			dst[o++] = hex[c >> 4];
-			dst[o++] = hex[c & 15];
-		}
-	}
-	dst[o] = '\0';
+	pct_encode(dst, size, s, n, is_printable, &cut);
 }
 
 /* A name for err->parameter from a decoded (valid UTF-8) name. */
