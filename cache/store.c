@@ -174,12 +174,13 @@ static void advance(struct store *st)
 }
 
 struct store *store_open(const char *dir, uint64_t map_bytes,
-			 unsigned max_readers, int exclusive, char *err,
+			 unsigned max_readers, unsigned flags, char *err,
 			 size_t err_size)
 {
 	struct store *st = calloc(1, sizeof(*st));
 	char lock_path[4200];
 	MDB_txn *txn = NULL;
+	unsigned create = (flags & STORE_EXISTING) ? 0 : MDB_CREATE;
 	struct stat sb;
 	int rc;
 
@@ -187,6 +188,22 @@ struct store *store_open(const char *dir, uint64_t map_bytes,
 		abort();
 	st->magic = STORE_MAGIC;
 	st->lock_fd = -1;
+	if (flags & STORE_EXISTING) {
+		char data_path[4200];
+
+		snprintf(data_path, sizeof(data_path), "%s/data.mdb", dir);
+		if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+			snprintf(err, err_size, "cache directory %s: %s", dir,
+				 errno ? strerror(errno) : "not a directory");
+			goto fail;
+		}
+		if (stat(data_path, &sb) != 0) {
+			snprintf(err, err_size,
+				 "cache directory %s holds no cache (no data.mdb)", dir);
+			goto fail;
+		}
+	}
+	errno = 0;
 	if (mkdir_p(dir) != 0 || stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
 		snprintf(err, err_size, "cache directory %s: %s", dir,
 			 errno ? strerror(errno) : "not a directory");
@@ -196,7 +213,7 @@ struct store *store_open(const char *dir, uint64_t map_bytes,
 		snprintf(err, err_size, "cache directory %s: %s", dir, strerror(errno));
 		goto fail;
 	}
-	if (exclusive) {
+	if (flags & STORE_EXCLUSIVE) {
 		snprintf(lock_path, sizeof(lock_path), "%s/gateway.lock", dir);
 		st->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (st->lock_fd < 0) {
@@ -210,21 +227,22 @@ struct store *store_open(const char *dir, uint64_t map_bytes,
 		}
 	}
 	if ((rc = mdb_env_create(&st->env)) != 0 ||
-	    (rc = mdb_env_set_mapsize(st->env, (size_t)map_bytes)) != 0 ||
+	    (map_bytes && (rc = mdb_env_set_mapsize(st->env, (size_t)map_bytes)) != 0) ||
 	    (rc = mdb_env_set_maxreaders(st->env, max_readers)) != 0 ||
 	    (rc = mdb_env_set_maxdbs(st->env, 2)) != 0 ||
 	    (rc = mdb_env_open(st->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD,
 			       0600)) != 0 ||
 	    (rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &st->dbi)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "meta", create, &st->meta)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "entries", create, &st->dbi)) != 0 ||
 	    (rc = check_format(txn, st->meta)) != 0 ||
 	    (rc = mdb_txn_commit(txn)) != 0) {
 		if (txn && rc != 0)
 			mdb_txn_abort(txn);
 		snprintf(err, err_size, "cache directory %s: %s", dir,
-			 rc == MDB_INCOMPATIBLE ? "not a contacts-gateway cache (format)"
-						: mdb_strerror(rc));
+			 rc == MDB_INCOMPATIBLE || rc == MDB_NOTFOUND
+				 ? "not a contacts-gateway cache (format)"
+				 : mdb_strerror(rc));
 		txn = NULL;
 		goto fail;
 	}
@@ -479,6 +497,48 @@ out:
 		mdb_txn_abort(txn);
 	free(c);
 	return deleted;
+}
+
+enum store_status store_scan(struct store *st, store_scan_fn fn, void *arg)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val key, val;
+	int rc;
+
+	assert(st->magic == STORE_MAGIC);
+	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
+		return STORE_ERROR;
+	if (mdb_cursor_open(txn, st->dbi, &cur) != 0) {
+		mdb_txn_abort(txn);
+		return STORE_ERROR;
+	}
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		struct store_entry e;
+		enum store_status s;
+
+		if (key.mv_size != STORE_ID_LEN)
+			continue;
+		s = decode(&val, key.mv_data, &e);
+		if (fn(key.mv_data, s, s == STORE_OK ? &e : NULL, arg) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_ERROR;
+}
+
+void store_usage(struct store *st, uint64_t *map_bytes, uint64_t *used_bytes)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+
+	*map_bytes = *used_bytes = 0;
+	if (mdb_env_info(st->env, &info) != 0 || mdb_env_stat(st->env, &ms) != 0)
+		return;
+	*map_bytes = info.me_mapsize;
+	*used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
 }
 
 int store_sync(struct store *st)

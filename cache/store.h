@@ -68,14 +68,21 @@ void store_hash_api_key(const char *key, size_t len,
 void store_entry_id(const uint8_t keyhash[STORE_KEYHASH_LEN], const char *query,
 		    size_t query_len, uint8_t out[STORE_ID_LEN]);
 
+/* store_open flags */
+#define STORE_EXCLUSIVE 1u /* take dir/gateway.lock: one gateway per directory */
+#define STORE_EXISTING 2u  /* refuse a directory that holds no store yet */
+
 /*
- * Opens (creating if missing, mode 0700) the store in `dir` with a map of
- * map_bytes and room for max_readers views open at once. With `exclusive`, also takes an advisory lock on dir/gateway.lock
- * so that a second gateway on the same directory is refused (the cache tools
- * open without it). Returns NULL with `err` set on failure.
+ * Opens the store in `dir` with a map of map_bytes (0: the size the store
+ * already has) and room for max_readers views open at once. Without
+ * STORE_EXISTING, a missing directory and store are created (mode 0700).
+ * With STORE_EXCLUSIVE, also takes an advisory lock on dir/gateway.lock so
+ * that a second gateway on the same directory is refused; the cache tools
+ * open without it, beside a running gateway (LMDB serialises writers across
+ * processes). Returns NULL with `err` set on failure.
  */
 struct store *store_open(const char *dir, uint64_t map_bytes,
-			 unsigned max_readers, int exclusive, char *err,
+			 unsigned max_readers, unsigned flags, char *err,
 			 size_t err_size);
 
 /* Syncs and closes. Every view must have been released. */
@@ -117,10 +124,24 @@ typedef int64_t (*store_last_used_fn)(const uint8_t id[STORE_ID_LEN],
 size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,
 		   store_last_used_fn last_used, void *arg);
 
+/*
+ * Calls fn for every entry, in id order, inside one read transaction: `e`
+ * (NULL when the record is corrupt, status STORE_CORRUPT) points into the
+ * map only for the duration of the call. fn returns 0 to go on, non-zero to
+ * stop. Returns STORE_OK or STORE_ERROR. fn must not write to the store;
+ * collect ids and act after (store_delete).
+ */
+typedef int (*store_scan_fn)(const uint8_t id[STORE_ID_LEN], enum store_status status,
+			     const struct store_entry *e, void *arg);
+enum store_status store_scan(struct store *st, store_scan_fn fn, void *arg);
+
 /* Flushes committed records to disk (fsync). Returns 0 or -1. */
 int store_sync(struct store *st);
 
 /* Number of entries. */
 size_t store_count(struct store *st);
+
+/* Map size in bytes and bytes in use (pages of the last committed state). */
+void store_usage(struct store *st, uint64_t *map_bytes, uint64_t *used_bytes);
 
 #endif

@@ -173,7 +173,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	app.store = store_open(cfg.cache_dir, cfg.cache_size,
-			       (unsigned)cfg.max_connections + 64, 1, err, sizeof(err));
+			       (unsigned)cfg.max_connections + 64, STORE_EXCLUSIVE, err, sizeof(err));
 	if (app.store == NULL) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		rc = 2;

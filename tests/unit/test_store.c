@@ -37,7 +37,7 @@ static int teardown(void **state)
 static struct store *open_store(uint64_t map)
 {
 	char err[256];
-	struct store *st = store_open(dir, map, 64, 1, err, sizeof(err));
+	struct store *st = store_open(dir, map, 64, STORE_EXCLUSIVE, err, sizeof(err));
 
 	if (st == NULL)
 		fail_msg("store_open: %s", err);
@@ -266,13 +266,95 @@ static void test_exclusive_and_bad_dirs(void **state)
 	char err[256];
 
 	(void)state;
-	assert_null(store_open(dir, MAP, 64, 1, err, sizeof(err)));
+	assert_null(store_open(dir, MAP, 64, STORE_EXCLUSIVE, err, sizeof(err)));
 	assert_non_null(strstr(err, "in use by another gateway"));
 	store_close(st);
 	st = open_store(MAP); /* the lock went with the close */
 	store_close(st);
-	assert_null(store_open("/proc/version/x", MAP, 64, 1, err, sizeof(err)));
+	assert_null(store_open("/proc/version/x", MAP, 64, STORE_EXCLUSIVE, err, sizeof(err)));
 	assert_non_null(strstr(err, "/proc/version/x"));
+}
+
+struct scan_seen {
+	int ok, corrupt;
+	size_t body_bytes;
+};
+
+static int count_entry(const uint8_t id[STORE_ID_LEN], enum store_status status,
+		       const struct store_entry *e, void *arg)
+{
+	struct scan_seen *seen = arg;
+	uint8_t check[STORE_ID_LEN];
+
+	if (status == STORE_OK) {
+		store_entry_id(e->keyhash, e->query, e->query_len, check);
+		assert_memory_equal(check, id, STORE_ID_LEN);
+		seen->ok++;
+		seen->body_bytes += e->body_len;
+	} else {
+		assert_int_equal(status, STORE_CORRUPT);
+		assert_null(e);
+		seen->corrupt++;
+	}
+	return 0;
+}
+
+static void test_scan_and_open_existing(void **state)
+{
+	char err[256], sub[128];
+	struct store *st;
+	struct store_entry in;
+	struct scan_seen seen = {0};
+	uint8_t id[STORE_ID_LEN];
+	uint64_t map, used;
+
+	(void)state;
+	/* STORE_EXISTING refuses a missing directory and one with no store */
+	snprintf(sub, sizeof(sub), "%s/missing", dir);
+	assert_null(store_open(sub, 0, 8, STORE_EXISTING, err, sizeof(err)));
+	assert_non_null(strstr(err, "missing"));
+	assert_null(store_open(dir, 0, 8, STORE_EXISTING, err, sizeof(err)));
+	assert_non_null(strstr(err, "no data.mdb"));
+
+	st = open_store(MAP);
+	make_entry(&in, "key-a", "days=30", "[1]", id);
+	assert_int_equal(store_put(st, id, &in), STORE_OK);
+	make_entry(&in, "key-b", "days=30", "[22]", id);
+	assert_int_equal(store_put(st, id, &in), STORE_OK);
+	store_close(st);
+
+	/* an existing store opens with its own map size, beside nothing else */
+	st = store_open(dir, 0, 8, STORE_EXISTING, err, sizeof(err));
+	if (st == NULL)
+		fail_msg("store_open: %s", err);
+	store_usage(st, &map, &used);
+	assert_int_equal(map, MAP);
+	assert_true(used > 0 && used <= map);
+	assert_int_equal(store_scan(st, count_entry, &seen), STORE_OK);
+	assert_int_equal(seen.ok, 2);
+	assert_int_equal(seen.corrupt, 0);
+	assert_int_equal(seen.body_bytes, 7);
+	store_close(st);
+}
+
+static void test_foreign_lmdb_refused(void **state)
+{
+	char err[256];
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	(void)state;
+	/* an LMDB environment of somebody else's: no "meta" database */
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 2), 0);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "other", MDB_CREATE, &dbi), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	assert_null(store_open(dir, 0, 8, STORE_EXISTING, err, sizeof(err)));
+	assert_non_null(strstr(err, "not a contacts-gateway cache"));
 }
 
 int main(void)
@@ -285,6 +367,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_full_map_keeps_working, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_evict_expired_then_lru, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exclusive_and_bad_dirs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scan_and_open_existing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_foreign_lmdb_refused, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
