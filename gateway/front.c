@@ -125,6 +125,45 @@ struct front {
 	void *drained_arg;
 };
 
+/*
+ * evhttp_send_reply, with the answer written at once. evhttp only queues an
+ * answer and enables the socket's write event, so each answer costs two
+ * epoll_ctl calls and a loop turn before its writev. Here the queued bytes
+ * are written straight away (the socket bufferevent keeps its output frozen
+ * at the front against outside draining; the thaw lasts only this call, as
+ * bufferevent_writecb itself does) and, if all of it went, evhttp's write
+ * callback runs now: the request completes, the write event is disabled in
+ * the same turn it was enabled, so the changelist never touches epoll. A
+ * partial write (a large answer, a slow reader) or an error leaves the rest
+ * to evhttp as usual. The request may be freed when this returns, and so
+ * may its connection (Connection: close); callers touch neither afterwards.
+ * Relies on libevent 2.1's evhttp creating its bufferevents without
+ * deferred callbacks (so the callback runs synchronously, as evhttp's own
+ * write path would) - true of every 2.1 release.
+ */
+static void send_now(struct evhttp_request *req, int code, struct evbuffer *body)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+	bufferevent_data_cb write_cb = NULL;
+	struct evbuffer *out;
+	void *cb_arg = NULL;
+
+	evhttp_send_reply(req, code, NULL, body);
+	if (fd < 0)
+		return; /* the client left: evhttp freed the request unsent */
+	out = bufferevent_get_output(bev);
+	evbuffer_unfreeze(out, 1);
+	evbuffer_write(out, fd);
+	evbuffer_freeze(out, 1);
+	if (evbuffer_get_length(out) != 0)
+		return;
+	bufferevent_getcb(bev, NULL, &write_cb, NULL, &cb_arg);
+	if (write_cb)
+		write_cb(bev, cb_arg);
+}
+
 /* evhttp sends no length for HEAD; say what GET would have sent. */
 static void head_length(struct evhttp_request *req, size_t len)
 {
@@ -158,7 +197,7 @@ static void reply_error(struct evhttp_request *req, int code, const char *error,
 	evhttp_remove_header(out, "Content-Type");
 	evhttp_add_header(out, "Content-Type", JSON_TYPE);
 	head_length(req, evbuffer_get_length(body));
-	evhttp_send_reply(req, code, NULL, body);
+	send_now(req, code, body);
 	cJSON_free(text);
 	cJSON_Delete(obj);
 	evbuffer_free(body);
@@ -431,7 +470,7 @@ static int serve_hit(struct front *fr, struct evhttp_request *req,
 	evhttp_add_header(out, "ETag", etag);
 	if (etag_matches(req, etag)) {
 		store_view_release(view);
-		evhttp_send_reply(req, 304, NULL, NULL);
+		send_now(req, 304, NULL);
 		return 1;
 	}
 	if (ctype[0])
@@ -439,14 +478,14 @@ static int serve_hit(struct front *fr, struct evhttp_request *req,
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD || e.body_len == 0) {
 		set_content_length(out, e.body_len);
 		store_view_release(view);
-		evhttp_send_reply(req, 200, NULL, NULL);
+		send_now(req, 200, NULL);
 		return 1;
 	}
 	body = evbuffer_new();
 	if (body == NULL)
 		abort();
 	evbuffer_add_reference(body, e.body, e.body_len, release_view, view);
-	evhttp_send_reply(req, 200, NULL, body);
+	send_now(req, 200, body);
 	evbuffer_free(body);
 	return 1;
 }
@@ -498,7 +537,7 @@ static void on_landed(const struct flight_result *r, void *arg, int collapsed)
 			evbuffer_add(body, evbuffer_pullup(resp->body, -1),
 				     evbuffer_get_length(resp->body));
 		}
-		evhttp_send_reply(req, (int)resp->status, NULL, body);
+		send_now(req, (int)resp->status, body);
 		if (body)
 			evbuffer_free(body);
 	}
@@ -744,7 +783,7 @@ static void handle_health(struct front *fr, struct evhttp_request *req)
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 			  JSON_TYPE);
 	head_length(req, evbuffer_get_length(body));
-	evhttp_send_reply(req, 200, NULL, body);
+	send_now(req, 200, body);
 	evbuffer_free(body);
 }
 
