@@ -20,6 +20,11 @@ enum opt_type {
 	OPT_BYTES,    /* uint64_t; accepts K, M, G suffixes (binary) */
 	OPT_LEVEL,
 	OPT_TTL,      /* uint32_t seconds, or "inherit" (TTL_INHERIT) */
+	OPT_SECONDS,  /* uint32_t seconds */
+	OPT_FLAG,     /* int 0/1; a bare --flag means 1 */
+	OPT_RATE,     /* double, per second, decimals allowed */
+	OPT_NAME,     /* an HTTP header name, or "" */
+	OPT_SECRET,   /* a token: printable ASCII, no spaces */
 };
 
 struct opt {
@@ -37,7 +42,7 @@ struct opt {
 static const struct opt opts[] = {
 	{"config", OPT_PATH, OFF(config_path), 0, 0, "", "FILE",
 	 "read settings from FILE (key = value lines); flags override it"},
-	{"listen", OPT_HOSTPORT, 0, 0, 0, "127.0.0.1:8080", "HOST:PORT",
+	{"listen", OPT_HOSTPORT, OFF(listen), 0, 0, "127.0.0.1:8080", "HOST:PORT",
 	 "address to serve on (port 0: any free port)"},
 	{"upstream", OPT_URL, OFF(upstream), 0, 0, "https://api.vambe.me", "URL",
 	 "the vendor's base URL (http:// or https://)"},
@@ -75,6 +80,43 @@ static const struct opt opts[] = {
 	 "days from which a query is in the wide class"},
 	{"max-waiters", OPT_COUNT, OFF(max_waiters), 1, 100000, "1024", "N",
 	 "identical requests that may wait on one upstream fetch"},
+	{"stale-while-revalidate", OPT_SECONDS, OFF(stale_while_revalidate_s), 0,
+	 TTL_MAX_S, "0", "SECONDS",
+	 "answer at once from an answer expired less than this, refreshing it behind"},
+	{"stale-if-error", OPT_SECONDS, OFF(stale_if_error_s), 0, TTL_MAX_S, "86400",
+	 "SECONDS", "when the upstream fails, answer from an answer expired less than this"},
+	{"offline", OPT_FLAG, OFF(offline), 0, 1, "false", "",
+	 "never contact the upstream; serve every stored answer (also SIGUSR1/SIGUSR2)"},
+	{"upstream-rate", OPT_RATE, OFF(upstream_rate), 0, 100000, "10", "RPS",
+	 "upstream requests per second per API key, sustained"},
+	{"upstream-burst", OPT_COUNT, OFF(upstream_burst), 1, 100000, "20", "N",
+	 "upstream requests per API key at once, above the rate"},
+	{"upstream-concurrency", OPT_COUNT, OFF(upstream_concurrency), 1, 4096, "32",
+	 "N", "upstream requests in progress at once, all keys together"},
+	{"queue-limit", OPT_COUNT, OFF(queue_limit), 0, 100000, "64", "N",
+	 "requests per API key waiting for an upstream slot; more get 429"},
+	{"queue-timeout", OPT_MS, OFF(queue_timeout_ms), 0, 600000, "5000", "MS",
+	 "longest wait for an upstream slot; then a stored answer or 429"},
+	{"upstream-retries", OPT_COUNT, OFF(upstream_retries), 0, 10, "2", "N",
+	 "retries of a fetch that failed to connect or got 502/503/504"},
+	{"retry-backoff", OPT_MS, OFF(retry_backoff_ms), 1, 60000, "200", "MS",
+	 "first retry waits up to this (jittered, doubling each retry)"},
+	{"breaker-threshold", OPT_COUNT, OFF(breaker_threshold), 0, 100000, "5", "N",
+	 "consecutive upstream failures that open the circuit breaker (0: never)"},
+	{"breaker-cooldown", OPT_MS, OFF(breaker_cooldown_ms), 100, 3600000, "10000",
+	 "MS", "how long the breaker stays open before one probe request"},
+	{"offline-when-open", OPT_FLAG, OFF(offline_when_open), 0, 1, "false", "",
+	 "while the breaker is open, answer as --offline does"},
+	{"caller-header", OPT_NAME, OFF(caller_header), 0, 0, "", "NAME",
+	 "request header naming the internal caller (e.g. x-client-id): per-caller quotas"},
+	{"caller-rate", OPT_RATE, OFF(caller_rate), 0, 100000, "5", "RPS",
+	 "upstream requests per second per caller, when caller-header is set"},
+	{"caller-burst", OPT_COUNT, OFF(caller_burst), 1, 100000, "10", "N",
+	 "upstream requests per caller at once, above its rate"},
+	{"admin-listen", OPT_HOSTPORT, OFF(admin_listen), 0, 0, "", "HOST:PORT",
+	 "admin endpoint address, loopback only (off unless set; needs admin-token)"},
+	{"admin-token", OPT_SECRET, OFF(admin_token), 0, 0, "", "TOKEN",
+	 "bearer token the admin endpoint requires (better set in the config file)"},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -129,14 +171,19 @@ static int parse_bytes(const char *s, uint64_t *out)
 	return 0;
 }
 
-static int set_hostport(struct cg_config *cfg, const char *v, char *err,
-			size_t err_size)
+static int set_hostport(struct cg_addr *addr, const char *name, const char *v,
+			char *err, size_t err_size)
 {
 	const char *colon = strrchr(v, ':');
 	const char *host = v;
 	size_t host_len;
 	uint64_t port;
 
+	if (v[0] == '\0' && strcmp(name, "listen") != 0) { /* "": off */
+		addr->host[0] = '\0';
+		addr->port = 0;
+		return 0;
+	}
 	if (colon == NULL || colon == v)
 		goto bad;
 	host_len = (size_t)(colon - v);
@@ -146,18 +193,18 @@ static int set_hostport(struct cg_config *cfg, const char *v, char *err,
 		host++;
 		host_len -= 2;
 	}
-	if (host_len >= sizeof(cfg->listen_host) ||
+	if (host_len >= sizeof(addr->host) ||
 	    parse_u64(colon + 1, &port) != 0 || port > 65535)
 		goto bad;
 	for (size_t i = 0; i < host_len; i++)
 		if (!isalnum((unsigned char)host[i]) && !strchr(".-:", host[i]))
 			goto bad;
-	memcpy(cfg->listen_host, host, host_len);
-	cfg->listen_host[host_len] = '\0';
-	cfg->listen_port = (unsigned)port;
+	memcpy(addr->host, host, host_len);
+	addr->host[host_len] = '\0';
+	addr->port = (unsigned)port;
 	return 0;
 bad:
-	snprintf(err, err_size, "listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:8080)", v);
+	snprintf(err, err_size, "%s: '%s' is not HOST:PORT (e.g. 127.0.0.1:8080)", name, v);
 	return -1;
 }
 
@@ -186,6 +233,64 @@ bad:
 	return -1;
 }
 
+/* A decimal rate: digits, at most one '.', from o->min to o->max, not 0. */
+static int set_rate(double *dst, const struct opt *o, const char *v, char *err,
+		    size_t err_size)
+{
+	double whole = 0, scale = 1;
+	int dot = 0, digits = 0;
+
+	for (const char *c = v; *c; c++) {
+		if (*c == '.' && !dot) {
+			dot = 1;
+		} else if (*c >= '0' && *c <= '9' && digits < 12) {
+			digits++;
+			if (dot)
+				scale /= 10;
+			whole = whole * (dot ? 1 : 10) + (*c - '0') * (dot ? scale : 1);
+		} else {
+			digits = -1;
+			break;
+		}
+	}
+	if (digits <= 0 || whole <= 0 || whole > (double)o->max) {
+		snprintf(err, err_size, "%s: '%s' is not a number of requests per second "
+			 "above 0 and up to %llu (e.g. 2.5)", o->name, v,
+			 (unsigned long long)o->max);
+		return -1;
+	}
+	*dst = whole;
+	return 0;
+}
+
+/* A header name (token characters) or a secret (visible ASCII), "" allowed. */
+static int set_token(char *dst, const struct opt *o, const char *v, char *err,
+		     size_t err_size)
+{
+	size_t max = o->type == OPT_NAME ? CONFIG_NAME_MAX : CONFIG_SECRET_MAX;
+	size_t len = strlen(v);
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)v[i];
+		int ok = o->type == OPT_NAME
+				 ? (isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL)
+				 : (c > 0x20 && c < 0x7f);
+
+		if (!ok || c == '\0') {
+			snprintf(err, err_size, "%s: character %zu is not allowed in %s",
+				 o->name, i + 1,
+				 o->type == OPT_NAME ? "a header name" : "a token");
+			return -1;
+		}
+	}
+	if (len >= max) {
+		snprintf(err, err_size, "%s: longer than %zu characters", o->name, max - 1);
+		return -1;
+	}
+	memcpy(dst, v, len + 1);
+	return 0;
+}
+
 int config_set(struct cg_config *cfg, const char *name, const char *value,
 	       char *err, size_t err_size)
 {
@@ -200,7 +305,33 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 	field = (char *)cfg + o->offset;
 	switch (o->type) {
 	case OPT_HOSTPORT:
-		return set_hostport(cfg, value, err, err_size);
+		return set_hostport((struct cg_addr *)(void *)field, name, value, err,
+				    err_size);
+	case OPT_SECONDS:
+		if (parse_u64(value, &n) != 0 || n > o->max) {
+			snprintf(err, err_size, "%s: '%s' is not a whole number of seconds "
+				 "from 0 to %llu", name, value, (unsigned long long)o->max);
+			return -1;
+		}
+		*(uint32_t *)(void *)field = (uint32_t)n;
+		return 0;
+	case OPT_FLAG:
+		if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 ||
+		    strcmp(value, "1") == 0 || strcmp(value, "on") == 0) {
+			*(int *)(void *)field = 1;
+		} else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+			   strcmp(value, "0") == 0 || strcmp(value, "off") == 0) {
+			*(int *)(void *)field = 0;
+		} else {
+			snprintf(err, err_size, "%s: '%s' is not true or false", name, value);
+			return -1;
+		}
+		return 0;
+	case OPT_RATE:
+		return set_rate((double *)(void *)field, o, value, err, err_size);
+	case OPT_NAME:
+	case OPT_SECRET:
+		return set_token(field, o, value, err, err_size);
 	case OPT_URL:
 		return set_url(field, value, err, err_size);
 	case OPT_PATH:
@@ -368,6 +499,8 @@ enum config_status config_from_args(struct cg_config *cfg, int argc,
 			}
 			if (eq) {
 				value = eq + 1;
+			} else if (o->type == OPT_FLAG) {
+				value = "true"; /* a bare --flag */
 			} else if (i + 1 < argc) {
 				value = argv[++i];
 			} else {
@@ -398,7 +531,8 @@ void config_usage(FILE *out, const char *argv0)
 	for (size_t i = 0; i < N_OPTS; i++) {
 		char flag[64];
 
-		snprintf(flag, sizeof(flag), "--%s %s", opts[i].name, opts[i].metavar);
+		snprintf(flag, sizeof(flag), "--%s%s%s", opts[i].name,
+			 opts[i].metavar[0] ? " " : "", opts[i].metavar);
 		fprintf(out, "  %-32s %s", flag, opts[i].help);
 		if (opts[i].def[0] != '\0')
 			fprintf(out, " [default: %s]", opts[i].def);

@@ -24,10 +24,18 @@
 #define CONFIG_LINE_MAX 4096 /* longest config-file line */
 #define CONFIG_ERR_MAX 512   /* error buffers passed in should be this big */
 
+#define CONFIG_NAME_MAX 64   /* header names */
+#define CONFIG_SECRET_MAX 256 /* the admin token */
+
+/* A listening address; host "" means not set (the listener is off). */
+struct cg_addr {
+	char host[CONFIG_HOST_MAX];
+	unsigned port; /* 0: an ephemeral port */
+};
+
 struct cg_config {
 	char config_path[CONFIG_PATH_MAX]; /* "" when no file was given */
-	char listen_host[CONFIG_HOST_MAX];
-	unsigned listen_port;          /* 0: an ephemeral port */
+	struct cg_addr listen;
 	char upstream[CONFIG_URL_MAX]; /* base URL, no trailing '/' */
 	long upstream_timeout_ms;      /* whole upstream exchange */
 	long connect_timeout_ms;       /* upstream TCP+TLS connect */
@@ -47,6 +55,27 @@ struct cg_config {
 	uint32_t ttl_wide_s;           /* or TTL_INHERIT */
 	long ttl_wide_days;
 	long max_waiters;              /* coalesced requests per upstream fetch */
+	/* outages */
+	uint32_t stale_while_revalidate_s; /* expired answers served while refreshing */
+	uint32_t stale_if_error_s;     /* expired answers served when upstream fails */
+	int offline;                   /* never contact the upstream */
+	/* upstream protection */
+	double upstream_rate;          /* requests/s per API key, sustained */
+	long upstream_burst;           /* and at once */
+	long upstream_concurrency;     /* upstream requests in progress at once */
+	long queue_limit;              /* requests waiting for a token, per key */
+	long queue_timeout_ms;         /* longest such wait */
+	long upstream_retries;         /* retries of failed idempotent fetches */
+	long retry_backoff_ms;         /* first retry's backoff ceiling */
+	long breaker_threshold;        /* consecutive failures that open it; 0 off */
+	long breaker_cooldown_ms;      /* how long it stays open */
+	int offline_when_open;         /* serve as --offline while it is open */
+	char caller_header[CONFIG_NAME_MAX]; /* "" : no per-caller quotas */
+	double caller_rate;            /* per caller, requests/s */
+	long caller_burst;
+	/* administration */
+	struct cg_addr admin_listen;   /* host "" : no admin listener */
+	char admin_token[CONFIG_SECRET_MAX];
 };
 
 enum config_status {

@@ -190,6 +190,15 @@ void flight_land(struct flight *f, const struct flight_result *r)
 	free(f);
 }
 
+int flight_any(const struct flight *f, int (*pred)(void *arg))
+{
+	assert(f->magic == FLIGHT_MAGIC);
+	for (const struct waiter *w = f->head; w; w = w->next)
+		if (pred(w->arg))
+			return 1;
+	return 0;
+}
+
 size_t flight_waiters(const struct flight *f)
 {
 	return f->n_waiters;

@@ -30,12 +30,18 @@
 struct flight_table;
 struct flight;
 
-/* What a flight brings back: the upstream's answer and what was done with it. */
+/*
+ * What a flight brings back: the upstream's answer and what was done with
+ * it, or (resp NULL) why the owner did not ask the upstream at all.
+ */
 struct flight_result {
-	const struct upstream_response *resp; /* borrowed */
+	const struct upstream_response *resp; /* borrowed; NULL: not asked */
 	int stored;         /* the answer was written to the cache */
 	uint64_t etag;      /* its ETag when stored */
 	uint32_t ttl_s;     /* its freshness lifetime when stored */
+	int failed;         /* the upstream failed (a stored answer may stand in) */
+	int refusal;        /* resp NULL: the owner's reason, its own codes */
+	int64_t retry_after_ms; /* with a refusal: when asking again makes sense */
 };
 
 /* Called once per waiter when the flight lands. `r` is borrowed; `collapsed`
@@ -62,6 +68,9 @@ int flight_join(struct flight *f, flight_waiter_fn fn, void *arg);
 
 /* Calls every waiter with `r`, then removes and frees the flight. */
 void flight_land(struct flight *f, const struct flight_result *r);
+
+/* Does pred(arg) hold for any waiter's arg? (Stops at the first.) */
+int flight_any(const struct flight *f, int (*pred)(void *arg));
 
 /* Waiters on a flight. */
 size_t flight_waiters(const struct flight *f);

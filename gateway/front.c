@@ -36,10 +36,12 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
+#include <errno.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include "cache/store.h"
+#include "gateway/admit.h"
 #include "gateway/flight.h"
 #include "gateway/log.h"
 #include "gateway/upstream.h"
@@ -60,6 +62,13 @@
 #define STORE_ATTEMPTS 4         /* put, evict, put ... before giving up */
 #define WRITE_CHUNK_MAX (1 << 20) /* bytes written per loop turn and connection */
 
+/* Why a flight landed without asking the upstream (flight_result.refusal):
+ * admit's reasons (enum admit_refusal), and these. */
+enum {
+	REFUSED_OFFLINE = 100, /* --offline, or the breaker open with offline-when-open */
+	REFUSED_START,         /* curl would not start the request */
+};
+
 enum cache_control {
 	CC_NO_CACHE = 1,       /* refresh from upstream (still coalesced) */
 	CC_ONLY_IF_CACHED = 2, /* answer from the cache or 504 */
@@ -70,18 +79,30 @@ struct waiter {
 	unsigned magic;
 	struct front *fr;
 	struct evhttp_request *req;
-	int refresh; /* asked with no-cache */
+	uint8_t id[STORE_ID_LEN];
+	int refresh;   /* asked with no-cache */
+	int had_stale; /* an expired answer is stored (fwd=stale, not miss) */
 };
 
-/* The upstream fetch behind one flight, and what to store its answer as. */
+/*
+ * The upstream fetch behind one flight, and what to store its answer as.
+ * States: asking (admission queued: ticket queued, uf NULL) -> running (uf
+ * set) -> backing off before a retry (retry timer pending, uf NULL) ->
+ * running ... -> landed (freed). The API key is kept, in memory only, for
+ * the fetch's own requests, and wiped when it is freed.
+ */
 struct fetch {
 	unsigned magic;
 	struct front *fr;
 	struct flight *flight;
 	struct upstream_fetch *uf;
+	struct admit_ticket ticket;
+	struct event *retry_timer; /* NULL unless backing off */
+	unsigned attempts;         /* upstream requests made */
 	uint8_t id[STORE_ID_LEN];
 	uint8_t keyhash[STORE_KEYHASH_LEN];
 	uint32_t ttl_s;
+	char api_key[API_KEY_MAX + 1];
 	size_t canonical_len;
 	LIST_ENTRY(fetch) link;
 	char canonical[]; /* NUL-terminated */
@@ -120,6 +141,9 @@ struct front {
 	size_t n_waiting;  /* requests waiting on a flight */
 	size_t n_flushing; /* answers to waiters not yet fully written */
 	struct lru_slot *lru;
+	struct admit *admit;
+	uint64_t rng; /* retry jitter */
+	int offline;  /* --offline, SIGUSR1/SIGUSR2, the admin endpoint */
 	int draining;
 	void (*drained)(void *arg);
 	void *drained_arg;
@@ -426,43 +450,73 @@ static void release_view(const void *data, size_t len, void *arg)
 	store_view_release(arg);
 }
 
+/* How a stored answer is being served, for its Cache-Status. */
+struct serve_how {
+	int64_t max_stale_ms; /* how far past its expiry it may be (-1: fresh only) */
+	int fwd_status;       /* the upstream was asked and said this (0: not asked) */
+	const char *detail;   /* why a stale answer, or NULL */
+	int collapsed;        /* a coalesced follower */
+	int served_stale;     /* out: the answer served was past its expiry */
+};
+
+enum served {
+	SERVED = 1,  /* answered */
+	NOT_STORED,  /* nothing usable stored (absent, or failed its check) */
+	TOO_STALE,   /* stored, but further past its expiry than allowed */
+};
+
 /*
- * The hit path. Answers from a fresh stored entry straight out of the LMDB
- * map (the body is referenced, not copied; the view is released once evhttp
- * has written it). Returns 1 if it answered, 0 if the request must go on to
- * the upstream (nothing stored, expired, or a record that failed its check,
- * which is deleted here).
+ * Answers from the entry under `id` if it is fresh, or stale within
+ * how->max_stale_ms, straight out of the LMDB map (the body is referenced,
+ * not copied; the view is released once evhttp has written it). A record
+ * that fails its check is deleted here and counts as not stored.
  */
-static int serve_hit(struct front *fr, struct evhttp_request *req,
-		     const uint8_t id[STORE_ID_LEN])
+static enum served serve_stored(struct front *fr, struct evhttp_request *req,
+				const uint8_t id[STORE_ID_LEN], struct serve_how *how)
 {
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	struct store_view *view;
 	struct store_entry e;
-	char etag[20], ctype[STORE_CTYPE_MAX + 1], status[64], age[24];
+	char etag[20], ctype[STORE_CTYPE_MAX + 1], status[192], age[24];
 	enum store_status st = store_get(fr->store, id, &view, &e);
-	int64_t now = now_ms(fr);
+	int64_t now = now_ms(fr), ttl;
 	struct evbuffer *body;
+	int n;
 
 	if (st == STORE_CORRUPT) {
 		cglog(CGLOG_WARN, "cache: a stored record failed its checksum; "
 		      "deleted, fetching again");
 		store_delete(fr->store, id);
-		return 0;
+		return NOT_STORED;
 	}
 	if (st != STORE_OK)
-		return 0;
-	if (e.expires_ms <= now) {
+		return NOT_STORED;
+	if (e.expires_ms <= now &&
+	    (how->max_stale_ms < 0 || now - e.expires_ms >= how->max_stale_ms)) {
 		store_view_release(view);
-		return 0;
+		return TOO_STALE;
 	}
 	lru_touch(fr, id, now);
 	before_answer(fr, req);
+	how->served_stale = e.expires_ms <= now;
 	format_etag(etag, e.etag);
 	memcpy(ctype, e.content_type, e.content_type_len);
 	ctype[e.content_type_len] = '\0';
-	snprintf(status, sizeof(status), CACHE_STATUS_NAME "; hit; ttl=%" PRId64,
-		 (e.expires_ms - now) / 1000);
+	/* RFC 9211: ttl is negative once stale; fwd says the upstream was asked */
+	ttl = e.expires_ms > now ? (e.expires_ms - now) / 1000
+				 : -((now - e.expires_ms + 999) / 1000);
+	if (how->fwd_status)
+		n = snprintf(status, sizeof(status),
+			     CACHE_STATUS_NAME "; fwd=stale; fwd-status=%d; ttl=%" PRId64,
+			     how->fwd_status, ttl);
+	else
+		n = snprintf(status, sizeof(status), CACHE_STATUS_NAME "; hit; ttl=%" PRId64,
+			     ttl);
+	if (e.expires_ms <= now && how->detail)
+		n += snprintf(status + n, sizeof(status) - (size_t)n, "; detail=%s",
+			      how->detail);
+	if (how->collapsed)
+		snprintf(status + n, sizeof(status) - (size_t)n, "; collapsed");
 	snprintf(age, sizeof(age), "%" PRId64,
 		 now > e.stored_ms ? (now - e.stored_ms) / 1000 : 0);
 	evhttp_add_header(out, "Cache-Status", status);
@@ -471,7 +525,7 @@ static int serve_hit(struct front *fr, struct evhttp_request *req,
 	if (etag_matches(req, etag)) {
 		store_view_release(view);
 		send_now(req, 304, NULL);
-		return 1;
+		return SERVED;
 	}
 	if (ctype[0])
 		evhttp_add_header(out, "Content-Type", ctype);
@@ -479,7 +533,7 @@ static int serve_hit(struct front *fr, struct evhttp_request *req,
 		set_content_length(out, e.body_len);
 		store_view_release(view);
 		send_now(req, 200, NULL);
-		return 1;
+		return SERVED;
 	}
 	body = evbuffer_new();
 	if (body == NULL)
@@ -487,7 +541,74 @@ static int serve_hit(struct front *fr, struct evhttp_request *req,
 	evbuffer_add_reference(body, e.body, e.body_len, release_view, view);
 	send_now(req, 200, body);
 	evbuffer_free(body);
-	return 1;
+	return SERVED;
+}
+
+/* How far past expiry a stored answer may stand in when `refusal` (or an
+ * upstream failure, refusal 0) kept a fresh one from coming. */
+static int64_t stale_allowance(const struct front *fr, int refusal)
+{
+	if (refusal == REFUSED_OFFLINE)
+		return INT64_MAX; /* offline: whatever is stored, however old */
+	return (int64_t)fr->cfg->stale_if_error_s * 1000;
+}
+
+static const char *refusal_detail(int refusal)
+{
+	switch (refusal) {
+	case ADMIT_RATE: return "rate-limited";
+	case ADMIT_BLOCKED: return "upstream-rate-limited";
+	case ADMIT_BREAKER: return "breaker-open";
+	case REFUSED_OFFLINE: return "offline";
+	default: return "stale-if-error";
+	}
+}
+
+static void add_retry_after(struct evhttp_request *req, int64_t ms)
+{
+	char text[24];
+
+	snprintf(text, sizeof(text), "%" PRId64, ms <= 0 ? 1 : (ms + 999) / 1000);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", text);
+}
+
+/* Answers a request the gateway would not send upstream, with no stored
+ * answer to stand in: 429, 503 or 504 with a JSON body. */
+static void reply_refused(struct evhttp_request *req, int refusal,
+			  int64_t retry_after_ms)
+{
+	switch (refusal) {
+	case ADMIT_RATE:
+		add_retry_after(req, retry_after_ms);
+		reply_error(req, 429, "rate_limited", NULL,
+			    "the upstream request rate for this API key is used up; "
+			    "retry after Retry-After seconds");
+		break;
+	case ADMIT_BLOCKED:
+		add_retry_after(req, retry_after_ms);
+		reply_error(req, 429, "rate_limited", NULL,
+			    "the vendor rate-limited this API key; retry after "
+			    "Retry-After seconds");
+		break;
+	case ADMIT_BREAKER:
+		add_retry_after(req, retry_after_ms);
+		reply_error(req, 503, "upstream_unavailable", NULL,
+			    "the upstream is failing and the gateway has stopped asking "
+			    "it for a while (circuit breaker open)");
+		break;
+	case REFUSED_OFFLINE:
+		reply_error(req, 504, "offline", NULL,
+			    "the gateway is offline and holds no stored answer for "
+			    "this query");
+		break;
+	case ADMIT_ABANDONED: /* nobody is listening; this frees the request */
+		reply_error(req, 503, "abandoned", NULL, "the client left");
+		break;
+	default:
+		reply_error(req, 502, "bad_gateway", NULL,
+			    "could not start the upstream request");
+		break;
+	}
 }
 
 /* Answers one waiter from a landed flight. */
@@ -498,15 +619,37 @@ static void on_landed(const struct flight_result *r, void *arg, int collapsed)
 	struct evhttp_request *req = w->req;
 	const struct upstream_response *resp = r->resp;
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-	char status[128], etag[20];
+	const char *fwd = w->refresh ? "request" : w->had_stale ? "stale" : "miss";
+	char status[160], etag[20];
 
 	assert(w->magic == WAITER_MAGIC);
+	/* a failure or a refusal: a stored answer stands in, if allowed */
+	if ((r->failed || resp == NULL) && !w->refresh &&
+	    r->refusal != ADMIT_ABANDONED) {
+		struct serve_how how = {
+			.max_stale_ms = stale_allowance(fr, r->refusal),
+			.fwd_status = resp == NULL ? 0
+				      : resp->result == UPSTREAM_OK
+					      ? (int)resp->status
+					      : upstream_result_status(resp->result),
+			.detail = refusal_detail(r->refusal),
+			.collapsed = collapsed,
+		};
+
+		if (serve_stored(fr, req, w->id, &how) == SERVED)
+			goto done;
+	}
 	before_answer(fr, req);
-	if (resp->result != UPSTREAM_OK) {
+	if (resp == NULL) {
+		snprintf(status, sizeof(status), CACHE_STATUS_NAME "; detail=%s%s",
+			 refusal_detail(r->refusal), collapsed ? "; collapsed" : "");
+		evhttp_add_header(out, "Cache-Status", status);
+		reply_refused(req, r->refusal, r->retry_after_ms);
+	} else if (resp->result != UPSTREAM_OK) {
 		int code = upstream_result_status(resp->result);
 
-		snprintf(status, sizeof(status), CACHE_STATUS_NAME "; fwd=%s%s",
-			 w->refresh ? "request" : "miss", collapsed ? "; collapsed" : "");
+		snprintf(status, sizeof(status), CACHE_STATUS_NAME "; fwd=%s%s", fwd,
+			 collapsed ? "; collapsed" : "");
 		evhttp_add_header(out, "Cache-Status", status);
 		reply_error(req, code,
 			    code == 504 ? "gateway_timeout"
@@ -519,8 +662,7 @@ static void on_landed(const struct flight_result *r, void *arg, int collapsed)
 			evhttp_add_header(out, resp->headers[i].name,
 					  resp->headers[i].value);
 		snprintf(status, sizeof(status),
-			 CACHE_STATUS_NAME "; fwd=%s; fwd-status=%ld%s",
-			 w->refresh ? "request" : "miss", resp->status,
+			 CACHE_STATUS_NAME "; fwd=%s; fwd-status=%ld%s", fwd, resp->status,
 			 collapsed ? "; collapsed" : r->stored ? "; stored" : "");
 		evhttp_add_header(out, "Cache-Status", status);
 		if (r->stored) {
@@ -541,6 +683,7 @@ static void on_landed(const struct flight_result *r, void *arg, int collapsed)
 		if (body)
 			evbuffer_free(body);
 	}
+done:
 	w->magic = 0;
 	free(w);
 	fr->n_waiting--;
@@ -595,57 +738,246 @@ static int store_answer(struct front *fr, struct fetch *fc,
 	return 1;
 }
 
-/* Takes a fetch off the front's list and frees it. */
+/* Takes a fetch off the front's list, out of admission, and frees it. */
 static void fetch_free(struct fetch *fc)
 {
+	admit_cancel(&fc->ticket, now_ms(fc->fr));
 	LIST_REMOVE(fc, link);
+	if (fc->retry_timer)
+		event_free(fc->retry_timer);
+	explicit_bzero(fc->api_key, sizeof(fc->api_key));
 	fc->magic = 0;
 	free(fc);
 }
 
-/* The upstream answered (or failed): store if worth it, then wake everyone. */
-static void on_fetched(const struct upstream_response *resp, void *arg)
+/* Lands a flight that never asked the upstream, for everyone, and frees
+ * its fetch. */
+static void land_refused(struct fetch *fc, int refusal, int64_t retry_after_ms)
 {
-	struct fetch *fc = arg;
-	struct flight_result r = {.resp = resp};
+	struct flight_result r = {.refusal = refusal, .retry_after_ms = retry_after_ms};
 	struct flight *flight = fc->flight;
 
-	assert(fc->magic == FETCH_MAGIC);
-	if (resp->result == UPSTREAM_OK) {
-		const char *data = (const char *)evbuffer_pullup(resp->body, -1);
-		size_t len = evbuffer_get_length(resp->body);
-
-		if (resp->status == 200 && fc->ttl_s > 0 && is_json_array(data, len) &&
-		    store_answer(fc->fr, fc, resp, &r.etag)) {
-			r.stored = 1;
-			r.ttl_s = fc->ttl_s;
-		}
-	}
 	fetch_free(fc);
 	flight_land(flight, &r);
 }
 
-/* Lands a flight whose fetch could not run, with `result` for everyone. */
-static void land_failed(struct flight *flight, enum upstream_result result,
-			const char *why)
-{
-	struct upstream_response resp;
-	struct flight_result r = {.resp = &resp};
+static void on_fetched(const struct upstream_response *resp, void *arg);
 
-	memset(&resp, 0, sizeof(resp));
-	resp.result = result;
-	snprintf(resp.error, sizeof(resp.error), "%s", why);
+/* Sends the fetch's upstream request (admission granted it). */
+static void start_fetch(void *arg)
+{
+	struct fetch *fc = arg;
+
+	assert(fc->magic == FETCH_MAGIC);
+	fc->attempts++;
+	fc->uf = upstream_fetch(fc->fr->up, fc->canonical, fc->api_key, on_fetched, fc);
+	if (fc->uf == NULL) {
+		admit_done(&fc->ticket, ADMIT_NOTHING, 0, now_ms(fc->fr));
+		land_refused(fc, REFUSED_START, 0);
+	}
+}
+
+static void on_refused(void *arg, enum admit_refusal why, int64_t retry_after_ms)
+{
+	struct fetch *fc = arg;
+
+	assert(fc->magic == FETCH_MAGIC);
+	land_refused(fc, (int)why, retry_after_ms);
+}
+
+/* Is this waiter's client still there? (A peek: EOF or an error says no.) */
+static int waiter_connected(void *arg)
+{
+	struct waiter *w = arg;
+	struct evhttp_connection *evcon = evhttp_request_get_connection(w->req);
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+	char c;
+	ssize_t n;
+
+	if (fd < 0)
+		return 0;
+	n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
+}
+
+static int fetch_wanted(void *arg)
+{
+	struct fetch *fc = arg;
+
+	return flight_any(fc->flight, waiter_connected);
+}
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct fetch *fc = arg;
+
+	(void)fd;
+	(void)what;
+	assert(fc->magic == FETCH_MAGIC);
+	event_free(fc->retry_timer);
+	fc->retry_timer = NULL;
+	start_fetch(fc);
+}
+
+/* A connect failure, a timeout, a truncated answer or 502/503/504: worth
+ * another try (GET is idempotent). */
+static int retryable(const struct upstream_response *resp)
+{
+	if (resp->result == UPSTREAM_OK)
+		return resp->status == 502 || resp->status == 503 || resp->status == 504;
+	return resp->result == UPSTREAM_CONNECT || resp->result == UPSTREAM_TIMEOUT ||
+	       resp->result == UPSTREAM_TRUNCATED;
+}
+
+/*
+ * After a retryable failure: if retries are left and admission grants one
+ * now (a token; never a queue), backs off (jittered) and tries again.
+ * Returns 1 if a retry is scheduled.
+ */
+static int schedule_retry(struct fetch *fc, int64_t now)
+{
+	struct front *fr = fc->fr;
+	enum admit_refusal why;
+	int64_t wait, backoff;
+	struct timeval tv;
+
+	if (fc->attempts > (unsigned)fr->cfg->upstream_retries || fr->draining ||
+	    fr->offline)
+		return 0;
+	if (admit_ask(fr->admit, &fc->ticket, fc->keyhash, NULL, 0, start_fetch,
+		      on_refused, fetch_wanted, fc, now, &why, &wait) != 1)
+		return 0;
+	backoff = limit_backoff_ms(fc->attempts - 1, fr->cfg->retry_backoff_ms,
+				   fr->cfg->retry_backoff_ms * 16, &fr->rng);
+	fc->retry_timer = evtimer_new(fr->base, on_retry_timer, fc);
+	if (fc->retry_timer == NULL)
+		abort();
+	tv.tv_sec = backoff / 1000;
+	tv.tv_usec = (backoff % 1000) * 1000;
+	evtimer_add(fc->retry_timer, &tv);
+	cglog(CGLOG_INFO, "upstream: attempt %u failed; retrying in %" PRId64 " ms",
+	      fc->attempts, backoff);
+	return 1;
+}
+
+/* The vendor's Retry-After, in ms, or 0 when absent or unreadable. */
+static int64_t vendor_retry_after(const struct upstream_response *resp, int64_t now)
+{
+	int64_t delay;
+
+	for (size_t i = 0; i < resp->n_headers; i++)
+		if (strcmp(resp->headers[i].name, "Retry-After") == 0 &&
+		    limit_parse_retry_after(resp->headers[i].value, now, &delay) == 0)
+			return delay > 0 ? delay : 1;
+	return 0;
+}
+
+/*
+ * The upstream answered (or failed): tell admission how it went, retry if
+ * worth it, store a good answer, then wake everyone. A failure (no answer,
+ * 5xx, 429, or a 200 that is not a JSON array) never touches what is
+ * stored, and lets a stored answer stand in for the waiters.
+ */
+static void on_fetched(const struct upstream_response *resp, void *arg)
+{
+	struct fetch *fc = arg;
+	struct flight_result r = {.resp = resp};
+	struct flight *flight;
+	int64_t now = now_ms(fc->fr);
+	enum admit_outcome outcome = ADMIT_OK;
+	int64_t retry_after = 0;
+
+	assert(fc->magic == FETCH_MAGIC);
+	fc->uf = NULL;
+	if (resp->result == UPSTREAM_SHUTDOWN) {
+		outcome = ADMIT_NOTHING;
+	} else if (resp->result != UPSTREAM_OK || resp->status >= 500) {
+		outcome = ADMIT_FAILED;
+	} else if (resp->status == 429) {
+		outcome = ADMIT_LIMITED;
+		retry_after = vendor_retry_after(resp, now);
+		cglog(CGLOG_WARN, "upstream: 429 for a key; no requests for it for %" PRId64
+		      " ms", retry_after > 0 ? retry_after : (int64_t)ADMIT_DEFAULT_BLOCK_MS);
+	}
+	admit_done(&fc->ticket, outcome, retry_after, now);
+	if (outcome == ADMIT_FAILED && retryable(resp) && schedule_retry(fc, now))
+		return;
+	r.failed = outcome != ADMIT_OK;
+	if (resp->result == UPSTREAM_OK && resp->status == 200) {
+		const char *data = (const char *)evbuffer_pullup(resp->body, -1);
+		size_t len = evbuffer_get_length(resp->body);
+
+		if (!is_json_array(data, len)) {
+			r.failed = 1; /* malformed: relayed as sent unless a stored one stands in */
+		} else if (fc->ttl_s > 0 && store_answer(fc->fr, fc, resp, &r.etag)) {
+			r.stored = 1;
+			r.ttl_s = fc->ttl_s;
+		}
+	}
+	flight = fc->flight;
+	fetch_free(fc);
 	flight_land(flight, &r);
 }
 
 /*
- * The miss path: joins the flight for `id`, opening it (and starting its
+ * Opens the flight for `id` and its fetch, and asks admission: granted, the
+ * request goes now; queued, it goes (or is refused) later; refused, the
+ * flight lands at once. A background refresh (may_queue 0, no waiter yet)
+ * is only ever granted or dropped. The caller joins its waiter, if any,
+ * before calling fetch_begin. Returns the fetch, or NULL if it already
+ * landed (refused at once).
+ */
+static struct fetch *fetch_open(struct front *fr, const uint8_t id[STORE_ID_LEN],
+				const uint8_t keyhash[STORE_KEYHASH_LEN],
+				const struct query *q, const char *api_key)
+{
+	struct fetch *fc = calloc(1, sizeof(*fc) + q->canonical_len + 1);
+
+	if (fc == NULL)
+		abort();
+	fc->magic = FETCH_MAGIC;
+	fc->fr = fr;
+	memcpy(fc->id, id, STORE_ID_LEN);
+	memcpy(fc->keyhash, keyhash, STORE_KEYHASH_LEN);
+	fc->ttl_s = ttl_seconds(&fr->ttl, q);
+	snprintf(fc->api_key, sizeof(fc->api_key), "%s", api_key);
+	fc->canonical_len = q->canonical_len;
+	memcpy(fc->canonical, q->canonical, q->canonical_len + 1);
+	fc->flight = flight_open(fr->flights, id);
+	LIST_INSERT_HEAD(&fr->fetches, fc, link);
+	return fc;
+}
+
+static void fetch_begin(struct front *fr, struct fetch *fc, const uint8_t *caller,
+			int may_queue)
+{
+	enum admit_refusal why = ADMIT_RATE;
+	int64_t retry = 0;
+	int rc;
+
+	if (fr->offline) {
+		land_refused(fc, REFUSED_OFFLINE, 0);
+		return;
+	}
+	rc = admit_ask(fr->admit, &fc->ticket, fc->keyhash, caller, may_queue,
+		       start_fetch, on_refused, fetch_wanted, fc, now_ms(fr), &why,
+		       &retry);
+	if (rc > 0)
+		start_fetch(fc);
+	else if (rc < 0)
+		land_refused(fc, (int)why, retry);
+}
+
+/*
+ * The miss path: joins the flight for `id`, opening it (and asking for its
  * upstream fetch) if this request is the first to ask.
  */
 static void wait_on_flight(struct front *fr, struct evhttp_request *req,
 			   const uint8_t id[STORE_ID_LEN],
 			   const uint8_t keyhash[STORE_KEYHASH_LEN],
-			   const struct query *q, const char *api_key, int cc)
+			   const struct query *q, const char *api_key,
+			   const uint8_t *caller, int cc, int had_stale)
 {
 	struct flight *flight = flight_find(fr->flights, id);
 	struct waiter *w;
@@ -664,31 +996,30 @@ static void wait_on_flight(struct front *fr, struct evhttp_request *req,
 	w->magic = WAITER_MAGIC;
 	w->fr = fr;
 	w->req = req;
+	memcpy(w->id, id, STORE_ID_LEN);
 	w->refresh = (cc & CC_NO_CACHE) != 0;
+	w->had_stale = had_stale;
 	if (flight == NULL) {
-		fc = calloc(1, sizeof(*fc) + q->canonical_len + 1);
-		if (fc == NULL)
-			abort();
-		fc->magic = FETCH_MAGIC;
-		fc->fr = fr;
-		memcpy(fc->id, id, STORE_ID_LEN);
-		memcpy(fc->keyhash, keyhash, STORE_KEYHASH_LEN);
-		fc->ttl_s = ttl_seconds(&fr->ttl, q);
-		fc->canonical_len = q->canonical_len;
-		memcpy(fc->canonical, q->canonical, q->canonical_len + 1);
-		flight = fc->flight = flight_open(fr->flights, id);
+		fc = fetch_open(fr, id, keyhash, q, api_key);
+		flight = fc->flight;
 	}
 	if (flight_join(flight, on_landed, w) != 0)
 		abort(); /* checked above; a new flight has room */
 	fr->n_waiting++;
-	if (fc == NULL)
-		return; /* collapsed onto the fetch in progress */
-	LIST_INSERT_HEAD(&fr->fetches, fc, link);
-	fc->uf = upstream_fetch(fr->up, fc->canonical, api_key, on_fetched, fc);
-	if (fc->uf == NULL) {
-		fetch_free(fc);
-		land_failed(flight, UPSTREAM_FAILED, "could not start the upstream request");
-	}
+	if (fc != NULL)
+		fetch_begin(fr, fc, caller, 1);
+}
+
+/* Stale-while-revalidate: refreshes `id` in the background, unless a fetch
+ * for it is under way; dropped if admission will not grant it now. */
+static void refresh_behind(struct front *fr, const uint8_t id[STORE_ID_LEN],
+			   const uint8_t keyhash[STORE_KEYHASH_LEN],
+			   const struct query *q, const char *api_key,
+			   const uint8_t *caller)
+{
+	if (fr->offline || fr->draining || flight_find(fr->flights, id) != NULL)
+		return;
+	fetch_begin(fr, fetch_open(fr, id, keyhash, q, api_key), caller, 0);
 }
 
 /* Finds the x-api-key header. Returns 0 with *key set, or -1 with a reason. */
@@ -725,6 +1056,24 @@ static int find_api_key(struct evhttp_request *req, const char **key,
 	return 0;
 }
 
+/* With --caller-header: the hash of the caller's id (its own bucket), or
+ * NULL when the header is absent (such requests share the key's bucket
+ * only). */
+static const uint8_t *caller_hash(struct front *fr, struct evhttp_request *req,
+				  uint8_t out[STORE_KEYHASH_LEN])
+{
+	const char *id;
+
+	if (fr->cfg->caller_header[0] == '\0')
+		return NULL;
+	id = evhttp_find_header(evhttp_request_get_input_headers(req),
+				fr->cfg->caller_header);
+	if (id == NULL || id[0] == '\0')
+		return NULL;
+	store_hash_api_key(id, strlen(id), out);
+	return out;
+}
+
 static void handle_contacts(struct front *fr, struct evhttp_request *req)
 {
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
@@ -733,7 +1082,10 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 	const char *key, *why;
 	struct query q;
 	struct query_error qerr;
-	uint8_t keyhash[STORE_KEYHASH_LEN], id[STORE_ID_LEN];
+	uint8_t keyhash[STORE_KEYHASH_LEN], id[STORE_ID_LEN], callerbuf[STORE_KEYHASH_LEN];
+	const uint8_t *caller;
+	struct serve_how how = {.max_stale_ms = -1};
+	enum served served = NOT_STORED;
 	int cc;
 
 	if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
@@ -757,8 +1109,23 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 	store_hash_api_key(key, strlen(key), keyhash);
 	store_entry_id(keyhash, q.canonical, q.canonical_len, id);
 	cc = request_cache_control(req);
-	if (!(cc & CC_NO_CACHE) && serve_hit(fr, req, id))
-		return;
+	if (fr->offline) {
+		how.max_stale_ms = INT64_MAX;
+		how.detail = "offline";
+	} else if (fr->cfg->stale_while_revalidate_s > 0 && !(cc & CC_NO_CACHE)) {
+		how.max_stale_ms = (int64_t)fr->cfg->stale_while_revalidate_s * 1000;
+		how.detail = "stale-while-revalidate";
+	}
+	caller = caller_hash(fr, req, callerbuf);
+	if (!(cc & CC_NO_CACHE) || fr->offline) {
+		served = serve_stored(fr, req, id, &how);
+		if (served == SERVED) {
+			/* a stale answer within the window: refresh it behind */
+			if (how.served_stale && !fr->offline)
+				refresh_behind(fr, id, keyhash, &q, key, caller);
+			return;
+		}
+	}
 	if (cc & CC_ONLY_IF_CACHED) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Status",
 				  CACHE_STATUS_NAME "; fwd=miss; detail=only-if-cached");
@@ -766,7 +1133,7 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 			    "only-if-cached was asked and no fresh answer is stored");
 		return;
 	}
-	wait_on_flight(fr, req, id, keyhash, &q, key, cc);
+	wait_on_flight(fr, req, id, keyhash, &q, key, caller, cc, served == TOO_STALE);
 }
 
 static void handle_health(struct front *fr, struct evhttp_request *req)
@@ -846,6 +1213,28 @@ struct front *front_new(struct event_base *base, const struct cg_config *cfg,
 	fr->ttl.ttl_wide_s = cfg->ttl_wide_s;
 	fr->ttl.wide_days = (uint32_t)cfg->ttl_wide_days;
 	fr->flights = flight_table_new((size_t)cfg->max_waiters);
+	fr->offline = cfg->offline;
+	fr->rng = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)fr << 16);
+	{
+		struct admit_config ac = {
+			.rate = cfg->upstream_rate,
+			.burst = cfg->upstream_burst,
+			.caller_rate = cfg->caller_header[0] ? cfg->caller_rate : 0,
+			.caller_burst = cfg->caller_burst,
+			.concurrency = cfg->upstream_concurrency,
+			.queue_limit = cfg->queue_limit,
+			.queue_timeout_ms = cfg->queue_timeout_ms,
+			.breaker_threshold = (unsigned)cfg->breaker_threshold,
+			.breaker_cooldown_ms = cfg->breaker_cooldown_ms,
+		};
+
+		fr->admit = admit_new(base, &ac);
+		if (fr->admit == NULL) {
+			snprintf(err, err_size, "upstream-rate/upstream-burst: not usable");
+			front_free(fr);
+			return NULL;
+		}
+	}
 	fr->lru = calloc(LRU_SLOTS, sizeof(*fr->lru));
 	clock_gettime(CLOCK_MONOTONIC, &fr->started);
 	fr->conns_size = conns_table_size();
@@ -866,16 +1255,16 @@ struct front *front_new(struct event_base *base, const struct cg_config *cfg,
 	tv.tv_usec = (cfg->client_timeout_ms % 1000) * 1000;
 	evhttp_set_timeout_tv(fr->http, &tv);
 
-	fr->bound = evhttp_bind_socket_with_handle(fr->http, cfg->listen_host,
-						   (ev_uint16_t)cfg->listen_port);
+	fr->bound = evhttp_bind_socket_with_handle(fr->http, cfg->listen.host,
+						   (ev_uint16_t)cfg->listen.port);
 	if (fr->bound == NULL) {
-		snprintf(err, err_size, "cannot listen on %s:%u: %s", cfg->listen_host,
-			 cfg->listen_port,
+		snprintf(err, err_size, "cannot listen on %s:%u: %s", cfg->listen.host,
+			 cfg->listen.port,
 			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 		front_free(fr);
 		return NULL;
 	}
-	fr->port = cfg->listen_port;
+	fr->port = cfg->listen.port;
 	if (getsockname(evhttp_bound_socket_get_fd(fr->bound),
 			(struct sockaddr *)&ss, &sslen) == 0) {
 		if (ss.ss_family == AF_INET)
@@ -914,11 +1303,31 @@ void front_abort_pending(struct front *fr)
 	while (!LIST_EMPTY(&fr->fetches)) {
 		struct fetch *fc = LIST_FIRST(&fr->fetches);
 		struct flight *flight = fc->flight;
+		struct upstream_response resp;
+		struct flight_result r = {.resp = &resp};
 
-		upstream_cancel(fc->uf);
-		fetch_free(fc);
-		land_failed(flight, UPSTREAM_SHUTDOWN, "the gateway is shutting down");
+		if (fc->uf)
+			upstream_cancel(fc->uf);
+		fetch_free(fc); /* also out of the admission queue */
+		memset(&resp, 0, sizeof(resp));
+		resp.result = UPSTREAM_SHUTDOWN;
+		snprintf(resp.error, sizeof(resp.error), "the gateway is shutting down");
+		flight_land(flight, &r);
 	}
+}
+
+void front_set_offline(struct front *fr, int offline)
+{
+	assert(fr->magic == FRONT_MAGIC);
+	if (fr->offline != !!offline)
+		cglog(CGLOG_WARN, "%s", offline ? "offline: answering from the cache only"
+						: "online: asking the upstream again");
+	fr->offline = !!offline;
+}
+
+int front_offline(const struct front *fr)
+{
+	return fr->offline;
 }
 
 void front_free(struct front *fr)
@@ -931,6 +1340,7 @@ void front_free(struct front *fr)
 	if (fr->http)
 		evhttp_free(fr->http); /* runs conn_closed for open connections */
 	flight_table_free(fr->flights);
+	admit_free(fr->admit);
 	free(fr->conns);
 	free(fr->lru);
 	fr->magic = 0;

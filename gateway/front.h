@@ -48,6 +48,11 @@ void front_abort_pending(struct front *fr);
 size_t front_in_flight(const struct front *fr);
 
 /* Closes every connection and frees the front. */
+/* Offline: answer from the cache only, whatever the age of what is stored
+ * (stale answers are marked so), and never contact the upstream. */
+void front_set_offline(struct front *fr, int offline);
+int front_offline(const struct front *fr);
+
 void front_free(struct front *fr);
 
 #endif

@@ -89,6 +89,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	front_drain(app->front, on_drained, app);
 }
 
+/* SIGUSR1: go offline (answer from the cache only); SIGUSR2: back online. */
+static void on_offline_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct app *app = arg;
+
+	(void)what;
+	front_set_offline(app->front, sig == SIGUSR1);
+}
+
 /* Raises the soft open-file limit to what the settings need. */
 static int ensure_fd_limit(const struct cg_config *cfg, char *err, size_t err_size)
 {
@@ -120,7 +129,7 @@ int main(int argc, char **argv)
 	struct upstream_config ucfg;
 	struct upstream *up = NULL;
 	struct app app = {0};
-	struct event *sigterm = NULL, *sigint = NULL;
+	struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL, *sigusr2 = NULL;
 	char err[CONFIG_ERR_MAX];
 	int rc = 1;
 
@@ -186,11 +195,14 @@ int main(int argc, char **argv)
 	}
 	sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
 	sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
+	sigusr1 = evsignal_new(app.base, SIGUSR1, on_offline_signal, &app);
+	sigusr2 = evsignal_new(app.base, SIGUSR2, on_offline_signal, &app);
 	app.deadline = evtimer_new(app.base, on_deadline, &app);
 	app.sync_timer = event_new(app.base, -1, EV_PERSIST, on_sync, &app);
-	if (sigterm == NULL || sigint == NULL || app.deadline == NULL ||
-	    app.sync_timer == NULL ||
-	    event_add(sigterm, NULL) != 0 || event_add(sigint, NULL) != 0)
+	if (sigterm == NULL || sigint == NULL || sigusr1 == NULL || sigusr2 == NULL ||
+	    app.deadline == NULL || app.sync_timer == NULL ||
+	    event_add(sigterm, NULL) != 0 || event_add(sigint, NULL) != 0 ||
+	    event_add(sigusr1, NULL) != 0 || event_add(sigusr2, NULL) != 0)
 		goto out;
 	app.drain_limit.tv_sec = cfg.shutdown_timeout_ms / 1000;
 	app.drain_limit.tv_usec = (cfg.shutdown_timeout_ms % 1000) * 1000;
@@ -201,9 +213,9 @@ int main(int argc, char **argv)
 		event_add(app.sync_timer, &every);
 	}
 
-	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u, upstream %s, cache %s",
-	      CG_VERSION, cfg.listen_host, front_port(app.front), cfg.upstream,
-	      cfg.cache_dir);
+	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u, upstream %s, cache %s%s",
+	      CG_VERSION, cfg.listen.host, front_port(app.front), cfg.upstream,
+	      cfg.cache_dir, cfg.offline ? ", offline" : "");
 	event_base_dispatch(app.base);
 	rc = 0;
 out:
@@ -216,6 +228,10 @@ out:
 		event_free(sigterm);
 	if (sigint)
 		event_free(sigint);
+	if (sigusr1)
+		event_free(sigusr1);
+	if (sigusr2)
+		event_free(sigusr2);
 	if (app.deadline)
 		event_free(app.deadline);
 	if (app.base)

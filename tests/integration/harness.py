@@ -256,10 +256,17 @@ def gateway_options(a):
 _gw_count = [0]
 
 
-def start_gateway(a, upstream_port, *extra, cache_dir=None, upstream=None):
+# Upstream protection (rate limits, retries, the breaker) off, so that
+# scenarios about other things see every request reach the simulator once;
+# the protection scenarios pass protect=True and their own settings.
+UNPROTECTED = ["--upstream-rate", "100000", "--upstream-burst", "100000",
+               "--upstream-retries", "0", "--breaker-threshold", "0"]
+
+
+def start_gateway(a, upstream_port, *extra, cache_dir=None, upstream=None, protect=False):
     """A gateway on an ephemeral port in front of http://127.0.0.1:upstream_port
     (or the URL `upstream`), with a private cache directory when it has a
-    cache. `extra` are further flags."""
+    cache. `extra` are further flags (after UNPROTECTED unless protect)."""
     _gw_count[0] += 1
     if upstream is None:
         upstream = "http://127.0.0.1:%d" % upstream_port
@@ -268,6 +275,8 @@ def start_gateway(a, upstream_port, *extra, cache_dir=None, upstream=None):
         cache_dir = tmpdir("cache-%d" % _gw_count[0])
     if cache_dir is not None:
         cmd += ["--cache-dir", cache_dir]
+    if not protect and "--upstream-rate" in gateway_options(a):
+        cmd += UNPROTECTED
     g = Proc(cmd + list(extra), "gateway")
     g.cache_dir = cache_dir
     return g

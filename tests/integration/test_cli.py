@@ -126,6 +126,7 @@ def config_file_value_takes_effect():
                 "   # an indented comment\n"
                 "upstream=http://127.0.0.1:%d\n"
                 "upstream-timeout   =   800   \n"
+                "upstream-retries = 0\n"
                 "\n" % (port, sim.port))
     g = start(["--config", path] + NO_CACHE)
     try:

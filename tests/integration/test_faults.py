@@ -2,6 +2,7 @@
 and the gateway serves a normal request correctly after each one:
 
   vendor 500 / 503 / 429 (+Retry-After) / malformed 200 -> relayed as sent
+  (after a 429 the key is blocked for Retry-After: the gateway's own 429)
   connection reset, truncated body, upstream down,
   body over --max-body-bytes                           -> 502 bad_gateway
   no answer within --upstream-timeout (1000 ms)        -> 504 gateway_timeout
@@ -65,11 +66,17 @@ def other_vendor_error_statuses_relayed_not_rewritten():
 def rate_limited_429_relayed_with_retry_after():
     d = faulted_direct("429", "days=8", retry_after=7)
     assert d.status == 429 and d.header("retry-after") == "7", d.headers
-    h.sim_fault(sim, "429", retry_after=7)
-    r = h.contacts(gw.port, "days=8")
+    h.sim_fault(sim, "429", retry_after=7, key=h.KEY_C)
+    r = h.contacts(gw.port, "days=8", key=h.KEY_C)
     relayed(r, d, 429)
     assert r.header("retry-after") == "7", r.headers
-    still_serving()
+    # the key is blocked now: the gateway answers 429 itself, upstream untouched
+    before = h.sim_stats(sim)["total"]
+    r = h.contacts(gw.port, "days=8&limit=3", key=h.KEY_C)
+    h.json_error(r, 429, "rate_limited")
+    assert 1 <= int(r.header("retry-after")) <= 7, r.headers
+    assert h.sim_stats(sim)["total"] == before
+    still_serving()  # another key is not blocked
 
 
 @run.test
@@ -172,6 +179,11 @@ def many_faults_in_a_row_then_normal_service():
     kinds = [("status", {}), ("reset", {"count": 2}), ("malformed", {}), ("truncated", {}),
              ("429", {}), ("status", {"status": 503})]
     for kind, params in kinds:
+        if kind == "429":  # blocks its key for Retry-After: one of its own
+            h.sim_fault(sim, kind, key=h.KEY_B, retry_after=1, **params)
+            r = h.contacts(gw.port, "days=20", key=h.KEY_B)
+            assert r.status == 429, r
+            continue
         h.sim_fault(sim, kind, **params)
         r = h.contacts(gw.port, "days=20")
         assert r.status in (500, 502, 200, 429, 503), (kind, r)

@@ -39,8 +39,8 @@ static void test_defaults(void **state)
 
 	(void)state;
 	config_defaults(&cfg);
-	assert_string_equal(cfg.listen_host, "127.0.0.1");
-	assert_int_equal(cfg.listen_port, 8080);
+	assert_string_equal(cfg.listen.host, "127.0.0.1");
+	assert_int_equal(cfg.listen.port, 8080);
 	assert_string_equal(cfg.upstream, "https://api.vambe.me");
 	assert_int_equal(cfg.upstream_timeout_ms, 30000);
 	assert_int_equal(cfg.connect_timeout_ms, 5000);
@@ -60,8 +60,8 @@ static void test_flags(void **state)
 
 	(void)state;
 	assert_int_equal(parse(&cfg, err, 9, argv), CONFIG_OK);
-	assert_string_equal(cfg.listen_host, "::1");
-	assert_int_equal(cfg.listen_port, 0);
+	assert_string_equal(cfg.listen.host, "::1");
+	assert_int_equal(cfg.listen.port, 0);
 	assert_string_equal(cfg.upstream, "http://127.0.0.1:9/base");
 	assert_int_equal(cfg.max_body_bytes, 2u << 20);
 	assert_int_equal(cfg.log_level, CGLOG_DEBUG);
@@ -133,7 +133,7 @@ static void test_file_and_precedence(void **state)
 
 	(void)state;
 	assert_int_equal(parse(&cfg, err, 4, argv), CONFIG_OK);
-	assert_int_equal(cfg.listen_port, 9999);      /* from the file */
+	assert_int_equal(cfg.listen.port, 9999);      /* from the file */
 	assert_int_equal(cfg.upstream_timeout_ms, 3000); /* flag beats file */
 	assert_int_equal(cfg.log_level, CGLOG_WARN);
 	unlink(path);

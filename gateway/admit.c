@@ -1,0 +1,397 @@
+/*
+ * admit: see admit.h.
+ *
+ * One FIFO queue for every key: a ticket is granted when it is the first of
+ * its key in the queue and its buckets and a concurrency slot allow. The
+ * pump walks the queue in order whenever something changed (a slot freed, a
+ * token due, a deadline, a sweep), then arms one timer for the soonest of:
+ * a queued ticket's deadline, its next token, the next sweep.
+ */
+#include "gateway/admit.h"
+
+#include <assert.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ADMIT_MAGIC 0x41444d54u
+#define TICKET_MAGIC 0x5449434bu
+
+enum ticket_state {
+	T_IDLE = 0, /* never asked, done, refused or cancelled */
+	T_QUEUED,
+	T_GRANTED,
+};
+
+TAILQ_HEAD(ticket_queue, admit_ticket);
+
+struct admit {
+	unsigned magic;
+	struct admit_config cfg;
+	struct limit_table *keys;
+	struct limit_table *callers; /* NULL without caller quotas */
+	struct limit_breaker breaker;
+	struct ticket_queue queue;
+	size_t n_queued;
+	size_t n_running;
+	struct event *timer;
+	int64_t next_sweep_ms; /* when queued tickets are next asked `wanted` */
+	int pumping; /* the pump is on the stack */
+	int again;   /* something changed while it was */
+};
+
+static void pump(struct admit *a, int64_t now_ms);
+
+static int64_t wall_ms(struct admit *a)
+{
+	struct timeval tv;
+
+	event_base_gettimeofday_cached(event_get_base(a->timer), &tv);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct admit *a = arg;
+
+	(void)fd;
+	(void)what;
+	assert(a->magic == ADMIT_MAGIC);
+	pump(a, wall_ms(a));
+}
+
+struct admit *admit_new(struct event_base *base, const struct admit_config *cfg)
+{
+	struct admit *a = calloc(1, sizeof(*a));
+
+	if (a == NULL)
+		abort();
+	a->magic = ADMIT_MAGIC;
+	a->cfg = *cfg;
+	TAILQ_INIT(&a->queue);
+	a->keys = limit_table_new(cfg->rate, (double)cfg->burst, ADMIT_MAX_KEYS);
+	if (cfg->caller_rate > 0)
+		a->callers = limit_table_new(cfg->caller_rate, (double)cfg->caller_burst,
+					     ADMIT_MAX_KEYS);
+	a->timer = evtimer_new(base, on_timer, a);
+	if (a->keys == NULL || (cfg->caller_rate > 0 && a->callers == NULL) ||
+	    a->timer == NULL) {
+		admit_free(a);
+		return NULL;
+	}
+	limit_breaker_init(&a->breaker, cfg->breaker_threshold, cfg->breaker_cooldown_ms);
+	return a;
+}
+
+void admit_free(struct admit *a)
+{
+	if (a == NULL)
+		return;
+	assert(a->magic == ADMIT_MAGIC);
+	assert(TAILQ_EMPTY(&a->queue));
+	if (a->timer)
+		event_free(a->timer);
+	limit_table_free(a->keys);
+	limit_table_free(a->callers);
+	a->magic = 0;
+	free(a);
+}
+
+/* The wait for this ticket's tokens (key and caller), 0 if both are there. */
+static int64_t token_wait(struct admit *a, const struct admit_ticket *t, int64_t now)
+{
+	int64_t w = limit_wait_ms(a->keys, t->key, now);
+
+	if (t->has_caller && a->callers) {
+		int64_t wc = limit_wait_ms(a->callers, t->caller, now);
+
+		if (wc > w)
+			w = wc;
+	}
+	return w;
+}
+
+/* Takes both tokens; only after token_wait said 0. */
+static void take_tokens(struct admit *a, const struct admit_ticket *t, int64_t now)
+{
+	int64_t w = limit_take(a->keys, t->key, now);
+
+	assert(w == 0);
+	if (t->has_caller && a->callers && limit_take(a->callers, t->caller, now) != 0) {
+		limit_refund(a->keys, t->key); /* cannot happen after token_wait */
+		abort();
+	}
+	(void)w;
+}
+
+static size_t queued_for(const struct admit *a, const uint8_t *key)
+{
+	const struct admit_ticket *t;
+	size_t n = 0;
+
+	TAILQ_FOREACH(t, &a->queue, link)
+		if (memcmp(t->key, key, ADMIT_KEY_LEN) == 0)
+			n++;
+	return n;
+}
+
+/* A retry-after (ms) for a refused RATE ticket: its token plus the tickets
+ * of its key already queued, each needing one more token. */
+static int64_t rate_retry_ms(struct admit *a, const struct admit_ticket *t,
+			     size_t ahead, int64_t now)
+{
+	double per_token = 1000.0 / a->cfg.rate;
+	int64_t w = token_wait(a, t, now) + (int64_t)(per_token * (double)ahead);
+
+	return w < 1 ? 1 : w;
+}
+
+/*
+ * Decides for one ticket. Returns 1 granted, 0 keep waiting, -1 refused
+ * (*why, *retry set). `ahead`: tickets of its key queued before it.
+ */
+static int decide(struct admit *a, struct admit_ticket *t, size_t ahead,
+		  int64_t now, enum admit_refusal *why, int64_t *retry)
+{
+	int64_t blocked = limit_blocked_until(a->keys, t->key);
+	int64_t wait;
+
+	if (blocked > now) {
+		*why = ADMIT_BLOCKED;
+		*retry = blocked - now;
+		return -1;
+	}
+	if (ahead > 0 || (long)a->n_running >= a->cfg.concurrency)
+		return 0;
+	wait = token_wait(a, t, now);
+	if (wait > 0)
+		return 0;
+	switch (limit_breaker_allow(&a->breaker, now, retry)) {
+	case LIMIT_DENY:
+		*why = ADMIT_BREAKER;
+		return -1;
+	case LIMIT_PROBE:
+		t->probe = 1;
+		break;
+	case LIMIT_ALLOW:
+		t->probe = 0;
+		break;
+	}
+	take_tokens(a, t, now);
+	a->n_running++;
+	t->state = T_GRANTED;
+	return 1;
+}
+
+int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
+	      const uint8_t *caller, int may_queue, admit_go_fn go,
+	      admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg,
+	      int64_t now_ms, enum admit_refusal *why, int64_t *retry_after_ms)
+{
+	size_t ahead;
+	int rc;
+
+	assert(a->magic == ADMIT_MAGIC);
+	assert(t->magic != TICKET_MAGIC || t->state == T_IDLE);
+	t->magic = TICKET_MAGIC;
+	t->a = a;
+	memcpy(t->key, key, ADMIT_KEY_LEN);
+	t->has_caller = caller != NULL && a->callers != NULL;
+	if (t->has_caller)
+		memcpy(t->caller, caller, ADMIT_KEY_LEN);
+	t->state = T_IDLE;
+	t->probe = 0;
+	t->go = go;
+	t->refuse = refuse;
+	t->wanted = wanted;
+	t->arg = arg;
+	*retry_after_ms = 0;
+	/* an open breaker answers at once, queue or not (peeked, not asked:
+	 * asking after the cool-down would make this the probe before we know
+	 * it can go) */
+	if (a->breaker.state == LIMIT_BREAKER_OPEN &&
+	    limit_breaker_peek(&a->breaker, now_ms, retry_after_ms) == LIMIT_DENY) {
+		*why = ADMIT_BREAKER;
+		return -1;
+	}
+	if (a->breaker.state == LIMIT_BREAKER_HALF_OPEN && !may_queue) {
+		*why = ADMIT_BREAKER;
+		*retry_after_ms = LIMIT_PROBE_WAIT_MS;
+		return -1;
+	}
+	ahead = queued_for(a, key);
+	rc = decide(a, t, ahead, now_ms, why, retry_after_ms);
+	if (rc != 0)
+		return rc;
+	if (!may_queue || ahead >= (size_t)a->cfg.queue_limit ||
+	    rate_retry_ms(a, t, ahead, now_ms) > a->cfg.queue_timeout_ms) {
+		*why = ADMIT_RATE;
+		*retry_after_ms = rate_retry_ms(a, t, ahead, now_ms);
+		return -1;
+	}
+	t->deadline_ms = now_ms + a->cfg.queue_timeout_ms;
+	t->state = T_QUEUED;
+	TAILQ_INSERT_TAIL(&a->queue, t, link);
+	a->n_queued++;
+	pump(a, now_ms); /* arms the timer */
+	return 0;
+}
+
+static void unqueue(struct admit *a, struct admit_ticket *t)
+{
+	assert(t->state == T_QUEUED);
+	TAILQ_REMOVE(&a->queue, t, link);
+	a->n_queued--;
+	t->state = T_IDLE;
+}
+
+/*
+ * Walks the queue once. Returns 1 if a callback ran (the queue may have
+ * changed under us: walk again), and the soonest time worth waking at.
+ * `wanted` (a syscall or more on the owner's side) is asked of a ticket
+ * about to be granted, and of every ticket on a sweep. Cost: the queue's
+ * length squared at worst (the tickets of a key ahead of each), the queue
+ * being bounded by the client connections.
+ */
+static int pump_once(struct admit *a, int64_t now, int sweep, int64_t *wake)
+{
+	struct admit_ticket *t;
+
+	TAILQ_FOREACH(t, &a->queue, link) {
+		enum admit_refusal why = ADMIT_RATE;
+		int64_t retry = 0, w = -1;
+		size_t ahead = 0;
+		int rc;
+
+		for (struct admit_ticket *u = TAILQ_FIRST(&a->queue); u != t;
+		     u = TAILQ_NEXT(u, link))
+			if (memcmp(u->key, t->key, ADMIT_KEY_LEN) == 0)
+				ahead++;
+		if (ahead == 0 && (long)a->n_running < a->cfg.concurrency)
+			w = token_wait(a, t, now);
+		if ((sweep || w == 0) && t->wanted && !t->wanted(t->arg)) {
+			unqueue(a, t);
+			t->refuse(t->arg, ADMIT_ABANDONED, 0);
+			return 1;
+		}
+		rc = decide(a, t, ahead, now, &why, &retry);
+		if (rc == 0 && now >= t->deadline_ms) {
+			why = ADMIT_RATE;
+			retry = rate_retry_ms(a, t, ahead, now);
+			rc = -1;
+		}
+		if (rc != 0) {
+			TAILQ_REMOVE(&a->queue, t, link);
+			a->n_queued--;
+			if (rc > 0) {
+				t->go(t->arg);
+			} else {
+				t->state = T_IDLE;
+				t->refuse(t->arg, why, retry);
+			}
+			return 1;
+		}
+		if (t->deadline_ms < *wake)
+			*wake = t->deadline_ms;
+		if (w > 0 && now + w < *wake)
+			*wake = now + w;
+	}
+	return 0;
+}
+
+static void pump(struct admit *a, int64_t now_ms)
+{
+	int64_t wake;
+
+	if (a->pumping) {
+		a->again = 1;
+		return;
+	}
+	a->pumping = 1;
+	do {
+		int sweep = now_ms >= a->next_sweep_ms;
+
+		a->again = 0;
+		wake = now_ms + ADMIT_SWEEP_MS;
+		while (pump_once(a, now_ms, sweep, &wake))
+			wake = now_ms + ADMIT_SWEEP_MS;
+		if (sweep)
+			a->next_sweep_ms = now_ms + ADMIT_SWEEP_MS;
+	} while (a->again);
+	a->pumping = 0;
+	if (TAILQ_EMPTY(&a->queue)) {
+		evtimer_del(a->timer);
+	} else {
+		int64_t in = wake > now_ms ? wake - now_ms : 1;
+		struct timeval tv = {.tv_sec = in / 1000, .tv_usec = (in % 1000) * 1000};
+
+		evtimer_add(a->timer, &tv);
+	}
+}
+
+void admit_done(struct admit_ticket *t, enum admit_outcome outcome,
+		int64_t retry_after_ms, int64_t now_ms)
+{
+	struct admit *a = t->a;
+
+	assert(t->magic == TICKET_MAGIC && a->magic == ADMIT_MAGIC);
+	if (t->state != T_GRANTED)
+		return;
+	t->state = T_IDLE;
+	a->n_running--;
+	switch (outcome) {
+	case ADMIT_OK:
+		limit_breaker_success(&a->breaker);
+		break;
+	case ADMIT_FAILED:
+		limit_breaker_failure(&a->breaker, now_ms);
+		break;
+	case ADMIT_LIMITED:
+		/* the host works; the key is over its vendor limit */
+		limit_breaker_success(&a->breaker);
+		limit_block(a->keys, t->key,
+			    now_ms + (retry_after_ms > 0 ? retry_after_ms
+							 : ADMIT_DEFAULT_BLOCK_MS));
+		break;
+	case ADMIT_NOTHING:
+		if (t->probe)
+			limit_breaker_abandon(&a->breaker);
+		break;
+	}
+	t->probe = 0;
+	pump(a, now_ms);
+}
+
+void admit_cancel(struct admit_ticket *t, int64_t now_ms)
+{
+	if (t->magic != TICKET_MAGIC)
+		return;
+	if (t->state == T_QUEUED) {
+		unqueue(t->a, t);
+		pump(t->a, now_ms);
+	} else if (t->state == T_GRANTED) {
+		admit_done(t, ADMIT_NOTHING, 0, now_ms);
+	}
+}
+
+int64_t admit_blocked_ms(const struct admit *a, const uint8_t *key, int64_t now_ms)
+{
+	int64_t until = limit_blocked_until(a->keys, key);
+
+	return until > now_ms ? until - now_ms : 0;
+}
+
+size_t admit_queued(const struct admit *a)
+{
+	return a->n_queued;
+}
+
+size_t admit_running(const struct admit *a)
+{
+	return a->n_running;
+}
+
+const char *admit_breaker_state(const struct admit *a)
+{
+	return limit_breaker_state_name(a->breaker.state);
+}

@@ -1,0 +1,941 @@
+/*
+ * Unit tests for policy/limit: token buckets (honest waits, refunds, blocks,
+ * the bound on the table, the burst + rate * W property under a pseudo-random
+ * load), the circuit breaker, Retry-After parsing and jittered backoff.
+ */
+#include <limits.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "policy/limit.h"
+
+/* A test-local xorshift64*, independent of the module's generator. */
+static uint64_t xs_next(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * UINT64_C(2685821657736338717);
+}
+
+static unsigned xs_below(uint64_t *s, unsigned n)
+{
+	return (unsigned)(xs_next(s) % n);
+}
+
+/* A distinct, well-spread 32-byte key for each n. */
+static void make_key(uint8_t key[LIMIT_KEY_LEN], unsigned n)
+{
+	uint64_t s = UINT64_C(0x9E3779B97F4A7C15) * (n + 1), v;
+	size_t i;
+
+	for (i = 0; i < LIMIT_KEY_LEN; i += 8) {
+		v = xs_next(&s);
+		memcpy(key + i, &v, 8);
+	}
+}
+
+/* Keys whose first 8 bytes (the hash) are all equal: one long chain. */
+static void make_colliding_key(uint8_t key[LIMIT_KEY_LEN], unsigned n)
+{
+	memset(key, 0xAB, LIMIT_KEY_LEN);
+	memcpy(key + 8, &n, sizeof(n));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Token buckets                                                            */
+
+static void test_table_new_arguments(void **state)
+{
+	struct limit_table *t;
+
+	(void)state;
+	assert_null(limit_table_new(0.0, 1.0, 10));
+	assert_null(limit_table_new(-1.0, 1.0, 10));
+	assert_null(limit_table_new(NAN, 1.0, 10));
+	assert_null(limit_table_new(INFINITY, 1.0, 10));
+	assert_null(limit_table_new(LIMIT_RATE_MIN / 2, 1.0, 10));
+	assert_null(limit_table_new(LIMIT_RATE_MAX * 2, 1.0, 10));
+	assert_null(limit_table_new(1.0, 0.5, 10));
+	assert_null(limit_table_new(1.0, 0.0, 10));
+	assert_null(limit_table_new(1.0, NAN, 10));
+	assert_null(limit_table_new(1.0, INFINITY, 10));
+	assert_null(limit_table_new(1.0, LIMIT_BURST_MAX * 2, 10));
+	assert_null(limit_table_new(1.0, 1.0, 0));
+	assert_null(limit_table_new(1.0, 1.0, (size_t)LIMIT_MAX_KEYS + 1));
+	limit_table_free(NULL);
+
+	t = limit_table_new(LIMIT_RATE_MIN, 1.0, 1);
+	assert_non_null(t);
+	assert_int_equal(limit_table_size(t), 0);
+	limit_table_free(t);
+	t = limit_table_new(LIMIT_RATE_MAX, LIMIT_BURST_MAX, 3);
+	assert_non_null(t);
+	limit_table_free(t);
+}
+
+static void test_take_full_bucket_then_wait(void **state)
+{
+	struct limit_table *t = limit_table_new(1.0, 3.0, 16);
+	uint8_t a[LIMIT_KEY_LEN], b[LIMIT_KEY_LEN];
+
+	(void)state;
+	make_key(a, 1);
+	make_key(b, 2);
+	/* A new key starts with burst tokens; wait_ms creates nothing. */
+	assert_int_equal(limit_wait_ms(t, a, 1000), 0);
+	assert_int_equal(limit_table_size(t), 0);
+	assert_int_equal(limit_take(t, a, 1000), 0);
+	assert_int_equal(limit_table_size(t), 1);
+	assert_int_equal(limit_take(t, a, 1000), 0);
+	assert_int_equal(limit_take(t, a, 1000), 0);
+	assert_int_equal(limit_take(t, a, 1000), 1000);
+	assert_int_equal(limit_wait_ms(t, a, 1000), 1000);
+	assert_int_equal(limit_take(t, a, 1400), 600); /* refused takes change nothing */
+	assert_int_equal(limit_wait_ms(t, a, 1999), 1);
+	/* Other keys are independent. */
+	assert_int_equal(limit_take(t, b, 1999), 0);
+	assert_int_equal(limit_take(t, a, 2000), 0);
+	assert_int_equal(limit_take(t, a, 2000), 1000);
+	/* A long idle time refills to burst, not beyond. */
+	assert_int_equal(limit_take(t, a, 1000000), 0);
+	assert_int_equal(limit_take(t, a, 1000000), 0);
+	assert_int_equal(limit_take(t, a, 1000000), 0);
+	assert_int_equal(limit_take(t, a, 1000000), 1000);
+	assert_int_equal(limit_table_size(t), 2);
+	limit_table_free(t);
+}
+
+/* For awkward rates the wait is exact: one ms less is too early. */
+static void test_wait_is_honest(void **state)
+{
+	static const double rates[] = {
+	    3.0, 0.7, 7.3, 1000.0, 2500.0, 1.0 / 3.0, LIMIT_RATE_MIN, 123.456};
+	size_t i;
+	int k;
+	uint8_t key[LIMIT_KEY_LEN];
+
+	(void)state;
+	make_key(key, 7);
+	for (i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+		struct limit_table *t = limit_table_new(rates[i], 2.5, 4);
+		int64_t now = 5000, w;
+
+		assert_non_null(t);
+		for (k = 0; k < 200; k++) {
+			w = limit_take(t, key, now);
+			if (w == 0)
+				continue;
+			assert_true(w >= 1);
+			assert_int_equal(limit_wait_ms(t, key, now), w);
+			if (w > 1)
+				assert_true(limit_wait_ms(t, key, now + w - 1) > 0);
+			assert_int_equal(limit_wait_ms(t, key, now + w), 0);
+			now += w;
+			assert_int_equal(limit_take(t, key, now), 0);
+		}
+		limit_table_free(t);
+	}
+}
+
+static void test_refund(void **state)
+{
+	struct limit_table *t = limit_table_new(1.0, 2.0, 4);
+	uint8_t a[LIMIT_KEY_LEN], b[LIMIT_KEY_LEN];
+	int i;
+
+	(void)state;
+	make_key(a, 1);
+	make_key(b, 2);
+	limit_refund(t, b); /* unknown key: no-op, no bucket */
+	assert_int_equal(limit_table_size(t), 0);
+	assert_int_equal(limit_take(t, a, 0), 0);
+	assert_int_equal(limit_take(t, a, 0), 0);
+	assert_int_equal(limit_take(t, a, 0), 1000);
+	limit_refund(t, a);
+	assert_int_equal(limit_take(t, a, 0), 0);
+	assert_int_equal(limit_take(t, a, 0), 1000);
+	/* Many refunds never raise the bucket above burst. */
+	for (i = 0; i < 10; i++)
+		limit_refund(t, a);
+	assert_int_equal(limit_take(t, a, 0), 0);
+	assert_int_equal(limit_take(t, a, 0), 0);
+	assert_int_equal(limit_take(t, a, 0), 1000);
+	/* A refund of a partly refilled bucket: 0.5 + 1 tokens. */
+	assert_int_equal(limit_take(t, a, 500), 500);
+	limit_refund(t, a);
+	assert_int_equal(limit_take(t, a, 500), 0);
+	assert_int_equal(limit_take(t, a, 500), 500);
+	limit_table_free(t);
+}
+
+static void test_time_backwards(void **state)
+{
+	struct limit_table *t = limit_table_new(1.0, 2.0, 4);
+	uint8_t a[LIMIT_KEY_LEN], b[LIMIT_KEY_LEN];
+
+	(void)state;
+	make_key(a, 1);
+	make_key(b, 2);
+	assert_int_equal(limit_take(t, a, 10000), 0);
+	assert_int_equal(limit_take(t, a, 10000), 0);
+	/* Going back adds nothing; the wait counts from the later time. */
+	assert_int_equal(limit_take(t, a, 4000), 7000);
+	assert_int_equal(limit_wait_ms(t, a, 0), 11000);
+	assert_int_equal(limit_take(t, a, 10999), 1);
+	/* Back and forth does not count the same interval twice. */
+	assert_int_equal(limit_take(t, a, 11000), 0);
+	assert_int_equal(limit_take(t, a, 10500), 1500);
+	assert_int_equal(limit_take(t, a, 11500), 500);
+	assert_int_equal(limit_take(t, a, 12000), 0);
+	assert_int_equal(limit_take(t, a, 12000), 1000);
+	/* A new key seen at an earlier time is full as of the table's clock:
+	 * it has burst tokens and gains nothing until time passes it. */
+	assert_int_equal(limit_take(t, b, 3000), 0);
+	assert_int_equal(limit_take(t, b, 3000), 0);
+	assert_int_equal(limit_take(t, b, 3000), 9000 + 1000);
+	assert_int_equal(limit_take(t, b, 13000), 0);
+	assert_int_equal(limit_take(t, b, 13000), 1000);
+	limit_table_free(t);
+}
+
+static void test_block(void **state)
+{
+	struct limit_table *t = limit_table_new(1.0, 2.0, 4);
+	uint8_t a[LIMIT_KEY_LEN], b[LIMIT_KEY_LEN];
+
+	(void)state;
+	make_key(a, 1);
+	make_key(b, 2);
+	assert_int_equal(limit_blocked_until(t, a), 0);
+	assert_int_equal(limit_take(t, a, 1000), 0);
+	assert_int_equal(limit_block(t, a, 5000), 0);
+	assert_int_equal(limit_blocked_until(t, a), 5000);
+	assert_int_equal(limit_take(t, a, 1000), 4000);
+	assert_int_equal(limit_wait_ms(t, a, 4999), 1);
+	/* An earlier block keeps the later deadline; a later one extends. */
+	assert_int_equal(limit_block(t, a, 3000), 0);
+	assert_int_equal(limit_blocked_until(t, a), 5000);
+	assert_int_equal(limit_block(t, a, 6000), 0);
+	assert_int_equal(limit_blocked_until(t, a), 6000);
+	assert_int_equal(limit_take(t, a, 5000), 1000);
+	/* Tokens refilled during the block: two at once when it ends. */
+	assert_int_equal(limit_take(t, a, 6000), 0);
+	assert_int_equal(limit_take(t, a, 6000), 0);
+	/* Empty bucket, short block: the token wait is the longer. */
+	assert_int_equal(limit_block(t, a, 6300), 0);
+	assert_int_equal(limit_take(t, a, 6000), 1000);
+	assert_int_equal(limit_blocked_until(t, a), 6300); /* past now is kept */
+	/* A block for a new key creates its bucket (full). */
+	assert_int_equal(limit_block(t, b, 9000), 0);
+	assert_int_equal(limit_table_size(t), 2);
+	assert_int_equal(limit_take(t, b, 7000), 2000);
+	assert_int_equal(limit_take(t, b, 9000), 0);
+	assert_int_equal(limit_take(t, b, 9000), 0);
+	assert_int_equal(limit_take(t, b, 9000), 1000);
+	limit_table_free(t);
+}
+
+static void test_set_rate(void **state)
+{
+	struct limit_table *t = limit_table_new(1.0, 4.0, 4);
+	uint8_t a[LIMIT_KEY_LEN];
+
+	(void)state;
+	make_key(a, 1);
+	assert_int_equal(limit_take(t, a, 0), 0); /* 3 tokens left */
+	assert_int_equal(limit_table_set_rate(t, 0.0, 4.0), -1);
+	assert_int_equal(limit_table_set_rate(t, 1.0, 0.9), -1);
+	assert_int_equal(limit_table_set_rate(t, NAN, 2.0), -1);
+	/* Lower burst: the 3 tokens are capped at 2. */
+	assert_int_equal(limit_table_set_rate(t, 10.0, 2.0), 0);
+	assert_int_equal(limit_take(t, a, 0), 0);
+	assert_int_equal(limit_take(t, a, 0), 0);
+	assert_int_equal(limit_take(t, a, 0), 100); /* the new rate */
+	assert_int_equal(limit_take(t, a, 100), 0);
+	/* Higher burst: no free tokens, refill up to the new size. */
+	assert_int_equal(limit_table_set_rate(t, 10.0, 5.0), 0);
+	assert_int_equal(limit_take(t, a, 100), 100);
+	assert_int_equal(limit_take(t, a, 10000), 0);
+	assert_int_equal(limit_take(t, a, 10000), 0);
+	assert_int_equal(limit_take(t, a, 10000), 0);
+	assert_int_equal(limit_take(t, a, 10000), 0);
+	assert_int_equal(limit_take(t, a, 10000), 0);
+	assert_int_equal(limit_take(t, a, 10000), 100);
+	limit_table_free(t);
+}
+
+/* A full table reclaims only buckets that are full and not blocked. */
+static void test_full_table_reclaim(void **state)
+{
+	struct limit_table *t = limit_table_new(1.0, 2.0, 4);
+	uint8_t k[6][LIMIT_KEY_LEN];
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 6; i++)
+		make_key(k[i], i);
+	/* Four keys each take one token at different times. */
+	for (i = 0; i < 4; i++)
+		assert_int_equal(limit_take(t, k[i], 1000 + 100 * i), 0);
+	assert_int_equal(limit_table_size(t), 4);
+	/* A fifth is refused: the soonest full bucket is k[0] at 2000. */
+	assert_int_equal(limit_wait_ms(t, k[4], 1500), 500);
+	assert_int_equal(limit_take(t, k[4], 1500), 500);
+	assert_int_equal(limit_table_size(t), 4);
+	/* Known keys still work while new ones are refused. */
+	assert_int_equal(limit_take(t, k[1], 1500), 0);
+	assert_int_equal(limit_take(t, k[4], 2000), 0); /* reclaims k[0] */
+	assert_int_equal(limit_table_size(t), 4);
+	/* k[0] was full, so coming back as a new key changes nothing for it.
+	 * At 2100 nothing is full yet (k[2] will be at 2200); at 2400 it
+	 * reclaims k[2] (k[1] is still drained). */
+	assert_int_equal(limit_take(t, k[0], 2100), 100);
+	assert_int_equal(limit_take(t, k[0], 2400), 0);
+	assert_int_equal(limit_take(t, k[0], 2400), 0);
+	assert_int_equal(limit_take(t, k[0], 2400), 1000);
+	assert_int_equal(limit_take(t, k[2], 2400), 0); /* reclaims k[3] */
+	/* A blocked full bucket is not reclaimable; blocks for new keys on a
+	 * full table are refused. */
+	assert_int_equal(limit_block(t, k[1], 100000), 0);
+	assert_int_equal(limit_block(t, k[5], 100000), -1);
+	assert_int_equal(limit_blocked_until(t, k[5]), 0);
+	assert_int_equal(limit_take(t, k[3], 50000), 0); /* reclaims k[4] */
+	assert_int_equal(limit_take(t, k[4], 50000), 0); /* reclaims k[0] */
+	assert_int_equal(limit_blocked_until(t, k[1]), 100000);
+	assert_int_equal(limit_take(t, k[1], 50000), 50000);
+	limit_table_free(t);
+}
+
+static void test_full_table_all_blocked(void **state)
+{
+	struct limit_table *t = limit_table_new(1000.0, 1.0, 3);
+	uint8_t k[4][LIMIT_KEY_LEN];
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 4; i++)
+		make_key(k[i], 100 + i);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(limit_block(t, k[i], 60000 + 1000 * i), 0);
+	assert_int_equal(limit_take(t, k[3], 10), 59990);
+	assert_int_equal(limit_take(t, k[3], 60000), 0);
+	assert_int_equal(limit_blocked_until(t, k[0]), 0); /* reclaimed */
+	assert_int_equal(limit_blocked_until(t, k[1]), 61000);
+	/* The refusal wait is clamped to LIMIT_DELAY_MAX_MS. */
+	limit_table_free(t);
+	t = limit_table_new(1.0, 1.0, 1);
+	assert_int_equal(limit_block(t, k[0], LIMIT_NOW_MAX), 0);
+	assert_int_equal(limit_take(t, k[1], 0), LIMIT_DELAY_MAX_MS);
+	assert_int_equal(limit_take(t, k[0], 0), LIMIT_NOW_MAX);
+	limit_table_free(t);
+}
+
+/* Every key hashes to the same chain: lookups, reclaims from the middle. */
+static void test_colliding_keys(void **state)
+{
+	struct limit_table *t = limit_table_new(1.0, 1.0, 64);
+	uint8_t key[LIMIT_KEY_LEN];
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 64; i++) {
+		make_colliding_key(key, i);
+		assert_int_equal(limit_take(t, key, 0), 0);
+	}
+	for (i = 0; i < 64; i++) {
+		make_colliding_key(key, i);
+		assert_int_equal(limit_take(t, key, 0), 1000);
+	}
+	assert_int_equal(limit_table_size(t), 64);
+	/* From 1000 all are full again: 64 new keys reclaim all 64 buckets,
+	 * unlinking them from every position in the one chain. */
+	for (i = 64; i < 128; i++) {
+		make_colliding_key(key, i);
+		assert_int_equal(limit_take(t, key, 1000 + i), 0);
+		assert_int_equal(limit_take(t, key, 1000 + i), 1000);
+	}
+	assert_int_equal(limit_table_size(t), 64);
+	for (i = 0; i < 128; i++) {
+		make_colliding_key(key, i);
+		assert_int_equal(limit_wait_ms(t, key, 2000), i < 64 ? 64 : i);
+	}
+	limit_table_free(t);
+}
+
+/*
+ * The property: for one key, over any window, the successful takes number at
+ * most burst + rate * W. Checked over every pair of successes i <= j, with
+ * W the time between them. `e` are the times the bucket accounted them at.
+ */
+static void check_window_bound(const int64_t *e, size_t n, double rate, double burst)
+{
+	/* j - i + 1 <= burst + rate * (e_j - e_i) for all i <= j  <=>
+	 * f(j) - min_{i <= j} f(i) <= burst - 1, with f(i) = i - rate * e_i. */
+	double f, fmin = 0.0;
+	size_t j;
+
+	for (j = 0; j < n; j++) {
+		f = (double)j - rate * (double)e[j] / 1000.0;
+		if (j > 0)
+			assert_true(e[j] >= e[j - 1]);
+		if (j == 0 || f < fmin)
+			fmin = f;
+		if (f - fmin > burst - 1.0 + 1e-9)
+			fail_msg("take %zu at %lld ms: over burst %g + rate %g * W", j,
+				 (long long)e[j], burst, rate);
+	}
+}
+
+#define PROP_KEYS 4
+#define PROP_STEPS 6000
+
+/*
+ * Pseudo-random take attempts for a few keys, with bursts of traffic, idle
+ * gaps and (in the second half) the clock jumping backwards. The time a
+ * success is accounted at is the bucket's stamp: the latest of the table's
+ * clock when the key was first seen and the times of its successful takes.
+ * Every refusal's wait is checked to be honest.
+ */
+static void test_window_property(void **state)
+{
+	static const double rates[] = {1.0, 2.5, 0.3, 40.0, 7.77};
+	static const double bursts[] = {1.0, 3.0, 1.5, 10.0, 2.2};
+	static int64_t succ[PROP_KEYS][PROP_STEPS];
+	size_t c, i, k, nsucc[PROP_KEYS];
+	unsigned refused = 0;
+	uint64_t rng = UINT64_C(0x1234567887654321);
+	uint8_t keys[PROP_KEYS][LIMIT_KEY_LEN];
+	int64_t stamp[PROP_KEYS], now, clock, w;
+	unsigned r;
+
+	(void)state;
+	for (k = 0; k < PROP_KEYS; k++)
+		make_key(keys[k], (unsigned)(1000 + k));
+	for (c = 0; c < sizeof(rates) / sizeof(rates[0]); c++) {
+		struct limit_table *t = limit_table_new(rates[c], bursts[c], 16);
+		unsigned total = 0;
+
+		now = 1000;
+		clock = 0;
+		memset(nsucc, 0, sizeof(nsucc));
+		for (k = 0; k < PROP_KEYS; k++)
+			stamp[k] = -1;
+		for (i = 0; i < PROP_STEPS; i++) {
+			r = xs_below(&rng, 100);
+			if (r < 60)
+				now += xs_below(&rng, 40); /* busy */
+			else if (r < 95)
+				now += xs_below(&rng, 1500);
+			else
+				now += xs_below(&rng, 20000); /* idle */
+			if (i > PROP_STEPS / 2 && xs_below(&rng, 10) == 0)
+				now -= xs_below(&rng, 3000); /* clock steps back */
+			if (now < 0)
+				now = 0;
+			if (now > clock)
+				clock = now;
+			k = xs_below(&rng, PROP_KEYS);
+			if (stamp[k] < 0)
+				stamp[k] = clock; /* the bucket is created now */
+			w = limit_take(t, keys[k], now);
+			if (w == 0) {
+				if (now > stamp[k])
+					stamp[k] = now;
+				succ[k][nsucc[k]++] = stamp[k];
+				total++;
+				continue;
+			}
+			assert_true(w >= 1);
+			refused++;
+			if (w > 1)
+				assert_true(limit_wait_ms(t, keys[k], now + w - 1) > 0);
+			assert_int_equal(limit_wait_ms(t, keys[k], now + w), 0);
+		}
+		for (k = 0; k < PROP_KEYS; k++)
+			check_window_bound(succ[k], nsucc[k], rates[c], bursts[c]);
+		assert_true(total > PROP_STEPS / 20);
+		limit_table_free(t);
+	}
+	/* The load was heavy enough to be limited. */
+	assert_true(refused > 500);
+}
+
+#define CHURN_KEYS 12
+#define CHURN_STEPS 8000
+
+/*
+ * The same property with more keys than the table holds: buckets are
+ * reclaimed and keys refused, but no key ever exceeds its limit.
+ */
+static void test_window_property_full_table(void **state)
+{
+	static int64_t succ[CHURN_KEYS][CHURN_STEPS];
+	size_t i, k, nsucc[CHURN_KEYS];
+	uint64_t rng = UINT64_C(0xdeadbeefcafef00d);
+	uint8_t keys[CHURN_KEYS][LIMIT_KEY_LEN];
+	struct limit_table *t = limit_table_new(2.0, 3.0, 5);
+	int64_t now = 0, w;
+	unsigned refused = 0;
+
+	(void)state;
+	memset(nsucc, 0, sizeof(nsucc));
+	for (k = 0; k < CHURN_KEYS; k++)
+		make_key(keys[k], (unsigned)(5000 + k));
+	for (i = 0; i < CHURN_STEPS; i++) {
+		now += xs_below(&rng, 4) == 0 ? xs_below(&rng, 3000) : xs_below(&rng, 50);
+		k = xs_below(&rng, CHURN_KEYS);
+		w = limit_take(t, keys[k], now);
+		if (w == 0)
+			succ[k][nsucc[k]++] = now;
+		else
+			refused++;
+		assert_true(w >= 0);
+		assert_true(limit_table_size(t) <= 5);
+		if (w == 0 && xs_below(&rng, 50) == 0)
+			assert_int_equal(limit_block(t, keys[k], now + 700), 0);
+	}
+	for (k = 0; k < CHURN_KEYS; k++)
+		check_window_bound(succ[k], nsucc[k], 2.0, 3.0);
+	assert_true(refused > 0);
+	assert_int_equal(limit_table_size(t), 5);
+	limit_table_free(t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Circuit breaker                                                          */
+
+static void test_breaker_disabled(void **state)
+{
+	struct limit_breaker b;
+	int64_t ra = -1;
+	int i;
+
+	(void)state;
+	limit_breaker_init(&b, 0, 1000);
+	for (i = 0; i < 100; i++)
+		limit_breaker_failure(&b, i);
+	assert_int_equal(limit_breaker_peek(&b, 100, &ra), LIMIT_ALLOW);
+	assert_int_equal(limit_breaker_allow(&b, 100, &ra), LIMIT_ALLOW);
+	assert_int_equal(ra, 0);
+	assert_string_equal(limit_breaker_state_name(b.state), "closed");
+}
+
+static void test_breaker_cycle(void **state)
+{
+	struct limit_breaker b;
+	int64_t ra = -1;
+
+	(void)state;
+	limit_breaker_init(&b, 3, 10000);
+	assert_string_equal(limit_breaker_state_name(b.state), "closed");
+	/* Consecutive failures only: a success resets the count. */
+	limit_breaker_failure(&b, 100);
+	limit_breaker_failure(&b, 200);
+	limit_breaker_success(&b);
+	limit_breaker_failure(&b, 300);
+	limit_breaker_failure(&b, 400);
+	assert_int_equal(limit_breaker_allow(&b, 450, &ra), LIMIT_ALLOW);
+	assert_int_equal(ra, 0);
+	limit_breaker_failure(&b, 500); /* third in a row: open */
+	assert_int_equal(b.state, LIMIT_BREAKER_OPEN);
+	assert_string_equal(limit_breaker_state_name(b.state), "open");
+	assert_int_equal(limit_breaker_allow(&b, 500, &ra), LIMIT_DENY);
+	assert_int_equal(ra, 10000);
+	assert_int_equal(limit_breaker_allow(&b, 10499, &ra), LIMIT_DENY);
+	assert_int_equal(ra, 1);
+	/* Late failures of requests sent before it opened keep the deadline. */
+	limit_breaker_failure(&b, 5000);
+	assert_int_equal(limit_breaker_allow(&b, 10499, NULL), LIMIT_DENY);
+	/* Peeking never hands out the probe. */
+	assert_int_equal(limit_breaker_peek(&b, 10499, &ra), LIMIT_DENY);
+	assert_int_equal(ra, 1);
+	assert_int_equal(limit_breaker_peek(&b, 10500, &ra), LIMIT_PROBE);
+	assert_int_equal(ra, 0);
+	assert_int_equal(limit_breaker_peek(&b, 10500, NULL), LIMIT_PROBE);
+	assert_int_equal(b.state, LIMIT_BREAKER_OPEN);
+	/* Cool-down over: one probe, the rest denied while it is out. */
+	assert_int_equal(limit_breaker_allow(&b, 10500, &ra), LIMIT_PROBE);
+	assert_int_equal(ra, 0);
+	assert_string_equal(limit_breaker_state_name(b.state), "half-open");
+	assert_int_equal(limit_breaker_allow(&b, 10500, &ra), LIMIT_DENY);
+	assert_int_equal(ra, LIMIT_PROBE_WAIT_MS);
+	assert_int_equal(limit_breaker_peek(&b, 10500, &ra), LIMIT_DENY);
+	assert_int_equal(ra, LIMIT_PROBE_WAIT_MS);
+	assert_int_equal(limit_breaker_allow(&b, 99999, &ra), LIMIT_DENY);
+	assert_int_equal(ra, LIMIT_PROBE_WAIT_MS);
+	/* The probe fails: another whole cool-down from its failure. */
+	limit_breaker_failure(&b, 12000);
+	assert_int_equal(b.state, LIMIT_BREAKER_OPEN);
+	assert_int_equal(limit_breaker_allow(&b, 12000, &ra), LIMIT_DENY);
+	assert_int_equal(ra, 10000);
+	assert_int_equal(limit_breaker_allow(&b, 22000, &ra), LIMIT_PROBE);
+	/* The probe is abandoned: the next caller probes at once. */
+	limit_breaker_abandon(&b);
+	assert_int_equal(b.state, LIMIT_BREAKER_OPEN);
+	assert_int_equal(limit_breaker_allow(&b, 22001, &ra), LIMIT_PROBE);
+	assert_int_equal(limit_breaker_allow(&b, 22001, &ra), LIMIT_DENY);
+	/* The probe succeeds: closed, count reset. */
+	limit_breaker_success(&b);
+	assert_int_equal(b.state, LIMIT_BREAKER_CLOSED);
+	assert_int_equal(b.failures, 0);
+	assert_int_equal(limit_breaker_allow(&b, 22002, &ra), LIMIT_ALLOW);
+	limit_breaker_failure(&b, 23000);
+	limit_breaker_failure(&b, 23000);
+	assert_int_equal(limit_breaker_allow(&b, 23000, &ra), LIMIT_ALLOW);
+	limit_breaker_failure(&b, 23000);
+	assert_int_equal(limit_breaker_allow(&b, 23000, &ra), LIMIT_DENY);
+	/* Abandon outside half-open is a no-op. */
+	limit_breaker_abandon(&b);
+	assert_int_equal(b.state, LIMIT_BREAKER_OPEN);
+	limit_breaker_success(&b);
+	limit_breaker_abandon(&b);
+	assert_int_equal(b.state, LIMIT_BREAKER_CLOSED);
+}
+
+static void test_breaker_edges(void **state)
+{
+	struct limit_breaker b;
+	int64_t ra = -1;
+
+	(void)state;
+	/* Threshold 1, cool-down 0: the next request is a probe at once. */
+	limit_breaker_init(&b, 1, 0);
+	limit_breaker_failure(&b, 1000);
+	assert_int_equal(limit_breaker_allow(&b, 1000, &ra), LIMIT_PROBE);
+	assert_int_equal(limit_breaker_allow(&b, 1000, &ra), LIMIT_DENY);
+	assert_true(ra >= 1);
+	/* Cool-downs are clamped into [0, LIMIT_DELAY_MAX_MS]. */
+	limit_breaker_init(&b, 1, -5);
+	assert_int_equal(b.cooldown_ms, 0);
+	limit_breaker_init(&b, 1, INT64_MAX);
+	assert_int_equal(b.cooldown_ms, LIMIT_DELAY_MAX_MS);
+	/* A clock gone backwards never asks for more than one cool-down. */
+	limit_breaker_init(&b, 1, 5000);
+	limit_breaker_failure(&b, 100000);
+	assert_int_equal(limit_breaker_allow(&b, 10, &ra), LIMIT_DENY);
+	assert_int_equal(ra, 5000);
+	/* The failure count saturates. */
+	limit_breaker_init(&b, UINT_MAX, 5000);
+	b.failures = UINT_MAX - 1;
+	limit_breaker_failure(&b, 0);
+	assert_int_equal(b.failures, UINT_MAX);
+	assert_int_equal(b.state, LIMIT_BREAKER_OPEN);
+	limit_breaker_failure(&b, 0);
+	assert_int_equal(b.failures, UINT_MAX);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Retry-After                                                              */
+
+#define T1994 INT64_C(784111777000) /* Sun, 06 Nov 1994 08:49:37 GMT */
+
+static int64_t ra_ok(const char *v, int64_t now_ms)
+{
+	int64_t d = -12345;
+
+	if (limit_parse_retry_after(v, now_ms, &d) != 0)
+		fail_msg("refused: \"%s\"", v);
+	assert_true(d >= 0 && d <= LIMIT_DELAY_MAX_MS);
+	return d;
+}
+
+static void ra_bad(const char *v)
+{
+	int64_t d = -12345;
+
+	if (limit_parse_retry_after(v, T1994, &d) != -1)
+		fail_msg("accepted: \"%s\"", v != NULL ? v : "(null)");
+	assert_int_equal(d, -12345); /* untouched */
+}
+
+static void test_retry_after_seconds(void **state)
+{
+	(void)state;
+	assert_int_equal(ra_ok("0", 0), 0);
+	assert_int_equal(ra_ok("120", 0), 120000);
+	assert_int_equal(ra_ok("007", 0), 7000);
+	assert_int_equal(ra_ok(" \t 5 \t ", 0), 5000);
+	assert_int_equal(ra_ok("86400", 0), LIMIT_DELAY_MAX_MS);
+	assert_int_equal(ra_ok("86401", 0), LIMIT_DELAY_MAX_MS);
+	assert_int_equal(ra_ok("99999999999999999999999999999999999999", 0),
+			 LIMIT_DELAY_MAX_MS);
+	assert_int_equal(ra_ok("0000000000000000000000000000000000000003", 0), 3000);
+	ra_bad(NULL);
+	ra_bad("");
+	ra_bad("   ");
+	ra_bad("\t");
+	ra_bad("-1");
+	ra_bad("+1");
+	ra_bad("1.5");
+	ra_bad("12a");
+	ra_bad("1 2");
+	ra_bad("0x10");
+	ra_bad("5\r\n");
+	ra_bad("\n5");
+	ra_bad("five");
+}
+
+static void test_retry_after_dates(void **state)
+{
+	(void)state;
+	/* The three forms of RFC 9110's example. */
+	assert_int_equal(ra_ok("Sun, 06 Nov 1994 08:49:37 GMT", T1994 - 5000), 5000);
+	assert_int_equal(ra_ok("Sunday, 06-Nov-94 08:49:37 GMT", T1994 - 5000), 5000);
+	assert_int_equal(ra_ok("Sun Nov  6 08:49:37 1994", T1994 - 5000), 5000);
+	assert_int_equal(
+	    ra_ok("Wed Nov 16 08:49:37 1994", T1994 + INT64_C(10) * 86400000 - 5000),
+	    5000);
+	assert_int_equal(ra_ok(" Sun, 06 Nov 1994 08:49:37 GMT\t", T1994 - 1), 1);
+	/* Past or now: 0. Far future: clamped. Sub-second now. */
+	assert_int_equal(ra_ok("Sun, 06 Nov 1994 08:49:37 GMT", T1994), 0);
+	assert_int_equal(ra_ok("Sun, 06 Nov 1994 08:49:37 GMT", T1994 + 999999), 0);
+	assert_int_equal(ra_ok("Sun, 06 Nov 1994 08:49:37 GMT", 0), LIMIT_DELAY_MAX_MS);
+	assert_int_equal(ra_ok("Sun, 06 Nov 1994 08:49:37 GMT", INT64_MIN),
+			 LIMIT_DELAY_MAX_MS);
+	assert_int_equal(ra_ok("Sun, 06 Nov 1994 08:49:37 GMT", INT64_MAX), 0);
+	assert_int_equal(ra_ok("Sun, 06 Nov 1994 08:49:38 GMT", T1994 + 250), 750);
+	/* The weekday must be a name but need not match the date. */
+	assert_int_equal(ra_ok("Mon, 06 Nov 1994 08:49:37 GMT", T1994 - 5000), 5000);
+	/* Known instants; second 60 (a leap second) counts as 60. */
+	assert_int_equal(ra_ok("Thu, 01 Jan 1970 00:00:00 GMT", -1000), 1000);
+	assert_int_equal(
+	    ra_ok("Wed, 01 Mar 2000 00:00:00 GMT", INT64_C(951868800000) - 1), 1);
+	assert_int_equal(
+	    ra_ok("Thu, 29 Feb 2024 00:00:00 GMT", INT64_C(1709164800000) - 7), 7);
+	assert_int_equal(
+	    ra_ok("Tue, 29 Feb 2000 23:59:60 GMT", INT64_C(951868800000) - 1), 1);
+	assert_int_equal(
+	    ra_ok("Fri, 31 Dec 9999 23:59:59 GMT", INT64_C(253402300799000) - 3), 3);
+}
+
+/* A naive day count checks days_from_civil for every month of 1970-2400. */
+static void test_retry_after_calendar(void **state)
+{
+	static const char *const mon[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int64_t days = 0;
+	int y, m, leap, last;
+	char buf[64];
+
+	(void)state;
+	for (y = 1970; y <= 2400; y++) {
+		leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+		for (m = 0; m < 12; m++) {
+			last = mdays[m] + (m == 1 && leap);
+			snprintf(buf, sizeof(buf), "Mon, 01 %s %04d 00:00:00 GMT", mon[m],
+				 y);
+			assert_int_equal(ra_ok(buf, days * 86400000 - 42), 42);
+			snprintf(buf, sizeof(buf), "Mon, %02d %s %04d 12:00:00 GMT", last,
+				 mon[m], y);
+			assert_int_equal(
+			    ra_ok(buf, (days + last - 1) * 86400000 + 43200000 - 42), 42);
+			snprintf(buf, sizeof(buf), "Mon, %02d %s %04d 12:00:00 GMT",
+				 last + 1, mon[m], y);
+			ra_bad(buf);
+			days += last;
+		}
+	}
+}
+
+static void test_retry_after_rfc850_century(void **state)
+{
+	/* 2025-06-15T00:00:00Z */
+	int64_t now2025 = INT64_C(1749945600000);
+
+	(void)state;
+	/* 94 from 2025: 2094 is more than 50 years ahead, so 1994 (past). */
+	assert_int_equal(ra_ok("Sunday, 06-Nov-94 08:49:37 GMT", now2025), 0);
+	/* 30 from 2025: 2030 (future, clamped). */
+	assert_int_equal(ra_ok("Saturday, 15-Jun-30 00:00:00 GMT", now2025),
+			 LIMIT_DELAY_MAX_MS);
+	/* 25 from 2025: later today. */
+	assert_int_equal(ra_ok("Sunday, 15-Jun-25 00:00:09 GMT", now2025), 9000);
+	/* 75 from 2025: 2075 is exactly 50 years ahead, still the future. */
+	assert_int_equal(ra_ok("Saturday, 15-Jun-75 00:00:00 GMT", now2025),
+			 LIMIT_DELAY_MAX_MS);
+	/* 76: 2076 is 51 years ahead, so 1976 (past). */
+	assert_int_equal(ra_ok("Monday, 15-Jun-76 00:00:00 GMT", now2025), 0);
+	/* Leap day in a two-digit year: 00 from 2025 is 2000, a leap year. */
+	assert_int_equal(ra_ok("Tuesday, 29-Feb-00 00:00:00 GMT", now2025), 0);
+	ra_bad("Tuesday, 29-Feb-01 00:00:00 GMT");
+	/* Near the end of a century the next one is meant. */
+	assert_int_equal(ra_ok("Monday, 01-Jan-01 00:00:00 GMT",
+			       INT64_C(4102444800000) - 2000), /* 2100-01-01 - 2 s */
+			 LIMIT_DELAY_MAX_MS);
+}
+
+static void test_retry_after_malformed_dates(void **state)
+{
+	(void)state;
+	/* Bad names: months and weekdays are case-sensitive. */
+	ra_bad("Sun, 06 Noc 1994 08:49:37 GMT");
+	ra_bad("Sun, 06 nov 1994 08:49:37 GMT");
+	ra_bad("Sun, 06 NOV 1994 08:49:37 GMT");
+	ra_bad("Sun, 06 November 1994 08:49:37 GMT");
+	ra_bad("sun, 06 Nov 1994 08:49:37 GMT");
+	ra_bad("Sux, 06 Nov 1994 08:49:37 GMT");
+	ra_bad("Sunday, 06 Nov 1994 08:49:37 GMT");
+	ra_bad("Sun, 06-Nov-94 08:49:37 GMT");
+	ra_bad("Sundy, 06-Nov-94 08:49:37 GMT");
+	/* Out-of-range fields. */
+	ra_bad("Sun, 00 Nov 1994 08:49:37 GMT");
+	ra_bad("Sun, 31 Nov 1994 08:49:37 GMT");
+	ra_bad("Sun, 29 Feb 1994 08:49:37 GMT");
+	ra_bad("Sun, 29 Feb 1900 08:49:37 GMT");
+	ra_bad("Sun, 32 Jan 1994 08:49:37 GMT");
+	ra_bad("Sun, 06 Nov 1994 24:00:00 GMT");
+	ra_bad("Sun, 06 Nov 1994 08:60:37 GMT");
+	ra_bad("Sun, 06 Nov 1994 08:49:61 GMT");
+	ra_bad("Sun Nov  0 08:49:37 1994");
+	ra_bad("Sun Feb 30 08:49:37 1994");
+	/* Wrong shapes. */
+	ra_bad("Sun, 6 Nov 1994 08:49:37 GMT");
+	ra_bad("Sun, 06 Nov 94 08:49:37 GMT");
+	ra_bad("Sun, 06 Nov 1994 8:49:37 GMT");
+	ra_bad("Sun, 06 Nov 1994 08:49 GMT");
+	ra_bad("Sun, 06 Nov 1994 08:49:37 UTC");
+	ra_bad("Sun, 06 Nov 1994 08:49:37 gmt");
+	ra_bad("Sun, 06 Nov 1994 08:49:37");
+	ra_bad("Sun,  06 Nov 1994 08:49:37 GMT");
+	ra_bad("Sun, 06  Nov 1994 08:49:37 GMT");
+	ra_bad("Sun, 06 Nov 1994 08:49:37 +0000");
+	ra_bad("Sun, 06 Nov -994 08:49:37 GMT");
+	ra_bad("Sun Nov 6 08:49:37 1994");
+	ra_bad("Sun Nov  6 08:49:37 94");
+	ra_bad("Sun Nov   6 08:49:37 1994");
+	ra_bad("Sunday, 06-Nov-1994 08:49:37 GMT");
+	ra_bad("1994-11-06T08:49:37Z");
+	/* Trailing junk and truncation. */
+	ra_bad("Sun, 06 Nov 1994 08:49:37 GMTx");
+	ra_bad("Sun, 06 Nov 1994 08:49:37 GMT GMT");
+	ra_bad("Sun, 06 Nov 1994 08:49:37 GMT;");
+	ra_bad("Sun Nov  6 08:49:37 1994 GMT");
+	ra_bad("Sun Nov  6 08:49:37 19945");
+	ra_bad("Sunday, 06-Nov-94 08:49:37 GMT\r");
+	ra_bad("Sun, 06 Nov 1994 08:4");
+	ra_bad("Sun,");
+	ra_bad("Sun");
+	ra_bad("S");
+	ra_bad(",");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Backoff                                                                  */
+
+static void test_rng(void **state)
+{
+	uint64_t s = 0, a = 42, b = 42;
+	int i;
+
+	(void)state;
+	/* The reference splitmix64 sequence from seed 0. */
+	assert_true(limit_rng_next(&s) == UINT64_C(0xe220a8397b1dcdaf));
+	assert_true(limit_rng_next(&s) == UINT64_C(0x6e789e6aa1b965f4));
+	assert_true(limit_rng_next(&s) == UINT64_C(0x06c45d188009454f));
+	for (i = 0; i < 100; i++)
+		assert_true(limit_rng_next(&a) == limit_rng_next(&b));
+}
+
+static void test_backoff_range(void **state)
+{
+	uint64_t rng = 7;
+	unsigned attempt;
+	int i;
+	int64_t d, ceiling, lo, hi, sum;
+
+	(void)state;
+	for (attempt = 0; attempt < 20; attempt++) {
+		ceiling =
+		    (INT64_C(100) << attempt) < 30000 ? (INT64_C(100) << attempt) : 30000;
+		lo = INT64_MAX;
+		hi = 0;
+		sum = 0;
+		for (i = 0; i < 4000; i++) {
+			d = limit_backoff_ms(attempt, 100, 30000, &rng);
+			assert_true(d >= 1 && d <= ceiling);
+			lo = d < lo ? d : lo;
+			hi = d > hi ? d : hi;
+			sum += d;
+		}
+		/* Full jitter spreads over the whole range, mean near half. */
+		assert_true(lo <= ceiling / 50 + 1);
+		assert_true(hi >= ceiling - ceiling / 50 - 1);
+		assert_true(llabs(sum / 4000 - (ceiling + 1) / 2) <= ceiling / 20 + 1);
+	}
+}
+
+static void test_backoff_edges(void **state)
+{
+	uint64_t rng = 0, r1 = 99, r2 = 99;
+	int i;
+	int64_t d;
+
+	(void)state;
+	for (i = 0; i < 200; i++) {
+		/* Huge attempts: capped, no overflow (UBSan would say). */
+		d = limit_backoff_ms(UINT_MAX, 100, 5000, &rng);
+		assert_true(d >= 1 && d <= 5000);
+		d = limit_backoff_ms(63, 1, 5000, &rng);
+		assert_true(d >= 1 && d <= 5000);
+		d = limit_backoff_ms(31, INT64_MAX, INT64_MAX, &rng);
+		assert_true(d >= 1 && d <= LIMIT_DELAY_MAX_MS);
+		d = limit_backoff_ms(40, 3, INT64_MAX, &rng);
+		assert_true(d >= 1 && d <= LIMIT_DELAY_MAX_MS);
+		/* Cap below base: the cap wins. */
+		d = limit_backoff_ms(0, 1000, 10, &rng);
+		assert_true(d >= 1 && d <= 10);
+		/* Base and cap below 1 are 1: never 0. */
+		assert_int_equal(limit_backoff_ms(0, 0, 0, &rng), 1);
+		assert_int_equal(limit_backoff_ms(5, -7, -7, &rng), 1);
+		assert_int_equal(limit_backoff_ms(0, 1, 1, &rng), 1);
+		d = limit_backoff_ms(0, 0, 1000, &rng);
+		assert_true(d >= 1 && d <= 1);
+		d = limit_backoff_ms(1, 1, 1000, &rng);
+		assert_true(d >= 1 && d <= 2);
+	}
+	/* Deterministic for a given state. */
+	for (i = 0; i < 50; i++)
+		assert_int_equal(limit_backoff_ms((unsigned)i % 8, 50, 10000, &r1),
+				 limit_backoff_ms((unsigned)i % 8, 50, 10000, &r2));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_table_new_arguments),
+	    cmocka_unit_test(test_take_full_bucket_then_wait),
+	    cmocka_unit_test(test_wait_is_honest),
+	    cmocka_unit_test(test_refund),
+	    cmocka_unit_test(test_time_backwards),
+	    cmocka_unit_test(test_block),
+	    cmocka_unit_test(test_set_rate),
+	    cmocka_unit_test(test_full_table_reclaim),
+	    cmocka_unit_test(test_full_table_all_blocked),
+	    cmocka_unit_test(test_colliding_keys),
+	    cmocka_unit_test(test_window_property),
+	    cmocka_unit_test(test_window_property_full_table),
+	    cmocka_unit_test(test_breaker_disabled),
+	    cmocka_unit_test(test_breaker_cycle),
+	    cmocka_unit_test(test_breaker_edges),
+	    cmocka_unit_test(test_retry_after_seconds),
+	    cmocka_unit_test(test_retry_after_dates),
+	    cmocka_unit_test(test_retry_after_calendar),
+	    cmocka_unit_test(test_retry_after_rfc850_century),
+	    cmocka_unit_test(test_retry_after_malformed_dates),
+	    cmocka_unit_test(test_rng),
+	    cmocka_unit_test(test_backoff_range),
+	    cmocka_unit_test(test_backoff_edges),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
