@@ -1118,11 +1118,16 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 	}
 	caller = caller_hash(fr, req, callerbuf);
 	if (!(cc & CC_NO_CACHE) || fr->offline) {
+		char key_copy[API_KEY_MAX + 1];
+
+		/* answering may free the request, and the key with it */
+		if (how.detail != NULL && !fr->offline)
+			snprintf(key_copy, sizeof(key_copy), "%s", key);
 		served = serve_stored(fr, req, id, &how);
 		if (served == SERVED) {
 			/* a stale answer within the window: refresh it behind */
 			if (how.served_stale && !fr->offline)
-				refresh_behind(fr, id, keyhash, &q, key, caller);
+				refresh_behind(fr, id, keyhash, &q, key_copy, caller);
 			return;
 		}
 	}
