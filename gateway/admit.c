@@ -381,6 +381,12 @@ int64_t admit_blocked_ms(const struct admit *a, const uint8_t *key, int64_t now_
 	return until > now_ms ? until - now_ms : 0;
 }
 
+int admit_breaker_open(const struct admit *a, int64_t now_ms)
+{
+	return a->breaker.state == LIMIT_BREAKER_OPEN &&
+	       limit_breaker_peek(&a->breaker, now_ms, NULL) == LIMIT_DENY;
+}
+
 size_t admit_queued(const struct admit *a)
 {
 	return a->n_queued;

@@ -139,6 +139,9 @@ void admit_cancel(struct admit_ticket *t, int64_t now_ms);
 /* Remaining block of a key after a vendor 429, in ms (0: none). */
 int64_t admit_blocked_ms(const struct admit *a, const uint8_t *key, int64_t now_ms);
 
+/* Is the breaker refusing requests now (open, cool-down not over)? */
+int admit_breaker_open(const struct admit *a, int64_t now_ms);
+
 /* For logs and metrics. */
 size_t admit_queued(const struct admit *a);
 size_t admit_running(const struct admit *a);

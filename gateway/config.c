@@ -541,4 +541,5 @@ void config_usage(FILE *out, const char *argv0)
 	fprintf(out, "  %-32s %s\n  %-32s %s\n", "--help", "print this help and exit",
 		"--version", "print the version and exit");
 	fprintf(out, "\nBad options or values exit with status 2.\n");
+	fprintf(out, "Cache tools (stats, list, purge, export, import): %s cache --help\n", argv0);
 }

@@ -450,6 +450,14 @@ static void release_view(const void *data, size_t len, void *arg)
 	store_view_release(arg);
 }
 
+/* Offline now: --offline, SIGUSR1, or the breaker open with
+ * --offline-when-open. */
+static int is_offline(struct front *fr)
+{
+	return fr->offline ||
+	       (fr->cfg->offline_when_open && admit_breaker_open(fr->admit, now_ms(fr)));
+}
+
 /* How a stored answer is being served, for its Cache-Status. */
 struct serve_how {
 	int64_t max_stale_ms; /* how far past its expiry it may be (-1: fresh only) */
@@ -843,7 +851,7 @@ static int schedule_retry(struct fetch *fc, int64_t now)
 	struct timeval tv;
 
 	if (fc->attempts > (unsigned)fr->cfg->upstream_retries || fr->draining ||
-	    fr->offline)
+	    is_offline(fr))
 		return 0;
 	if (admit_ask(fr->admit, &fc->ticket, fc->keyhash, NULL, 0, start_fetch,
 		      on_refused, fetch_wanted, fc, now, &why, &wait) != 1)
@@ -956,7 +964,7 @@ static void fetch_begin(struct front *fr, struct fetch *fc, const uint8_t *calle
 	int64_t retry = 0;
 	int rc;
 
-	if (fr->offline) {
+	if (is_offline(fr)) {
 		land_refused(fc, REFUSED_OFFLINE, 0);
 		return;
 	}
@@ -1017,7 +1025,7 @@ static void refresh_behind(struct front *fr, const uint8_t id[STORE_ID_LEN],
 			   const struct query *q, const char *api_key,
 			   const uint8_t *caller)
 {
-	if (fr->offline || fr->draining || flight_find(fr->flights, id) != NULL)
+	if (fr->draining || flight_find(fr->flights, id) != NULL)
 		return;
 	fetch_begin(fr, fetch_open(fr, id, keyhash, q, api_key), caller, 0);
 }
@@ -1086,7 +1094,7 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 	const uint8_t *caller;
 	struct serve_how how = {.max_stale_ms = -1};
 	enum served served = NOT_STORED;
-	int cc;
+	int cc, offline;
 
 	if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
@@ -1109,7 +1117,8 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 	store_hash_api_key(key, strlen(key), keyhash);
 	store_entry_id(keyhash, q.canonical, q.canonical_len, id);
 	cc = request_cache_control(req);
-	if (fr->offline) {
+	offline = is_offline(fr);
+	if (offline) {
 		how.max_stale_ms = INT64_MAX;
 		how.detail = "offline";
 	} else if (fr->cfg->stale_while_revalidate_s > 0 && !(cc & CC_NO_CACHE)) {
@@ -1117,16 +1126,16 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 		how.detail = "stale-while-revalidate";
 	}
 	caller = caller_hash(fr, req, callerbuf);
-	if (!(cc & CC_NO_CACHE) || fr->offline) {
+	if (!(cc & CC_NO_CACHE) || offline) {
 		char key_copy[API_KEY_MAX + 1];
 
 		/* answering may free the request, and the key with it */
-		if (how.detail != NULL && !fr->offline)
+		if (how.detail != NULL && !offline)
 			snprintf(key_copy, sizeof(key_copy), "%s", key);
 		served = serve_stored(fr, req, id, &how);
 		if (served == SERVED) {
 			/* a stale answer within the window: refresh it behind */
-			if (how.served_stale && !fr->offline)
+			if (how.served_stale && !offline)
 				refresh_behind(fr, id, keyhash, &q, key_copy, caller);
 			return;
 		}

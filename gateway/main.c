@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 
 #include "cache/store.h"
+#include "cache/tool.h"
 #include "gateway/config.h"
 #include "gateway/front.h"
 #include "gateway/log.h"
@@ -133,6 +134,8 @@ int main(int argc, char **argv)
 	char err[CONFIG_ERR_MAX];
 	int rc = 1;
 
+	if (argc > 1 && strcmp(argv[1], "cache") == 0)
+		return cache_tool_main(argc - 1, argv + 1);
 	config_defaults(&cfg);
 	switch (config_from_args(&cfg, argc, argv, 1, err, sizeof(err))) {
 	case CONFIG_HELP:

@@ -215,6 +215,30 @@ def offline_switched_at_run_time_by_signal():
 
 
 @run.test
+def offline_while_the_breaker_is_open_when_configured():
+    g = h.start_gateway(a, sim.port, "--ttl", "1", "--breaker-threshold", "2",
+                        "--breaker-cooldown", str(2000 * h.SLOW), "--offline-when-open",
+                        protect=True)
+    try:
+        good = h.contacts(g.port, "days=75")
+        assert good.status == 200
+        time.sleep(1.1)
+        h.sim_fault(sim, "status", status=500, count=100)
+        for q in ("days=76", "days=77"):  # two failures (no retries past 500)
+            assert h.contacts(g.port, q).status == 500
+        before = h.sim_total(sim)
+        r = h.contacts(g.port, "days=75")  # expired, stored: served as offline
+        parts, cs = stale_status(r)
+        assert r.status == 200 and r.body == good.body, r
+        assert parts.get("detail") == "offline", cs
+        h.json_error(h.contacts(g.port, "days=78"), 504, "offline")
+        assert h.sim_total(sim) == before, "asked the upstream while open"
+    finally:
+        h.sim_clear_faults(sim)
+        h.stop_gateway(g)
+
+
+@run.test
 def clean_exit():
     assert sim.stop() == 0, sim.tail()
 
