@@ -111,14 +111,6 @@ struct opts {
 };
 
 /* Which entries a command acts on; conditions combine with AND. */
-struct filter {
-	const char *hash; /* hex prefix, or NULL */
-	size_t hash_len;
-	const char *prefix; /* canonical query prefix, or NULL */
-	size_t prefix_len;
-	int expired;
-	int64_t now;
-};
 
 /* ---- small helpers ---- */
 
@@ -416,7 +408,7 @@ static struct store *tool_open(const char *dir, int create, uint64_t map_bytes)
 	return st;
 }
 
-static int filter_match(const struct filter *f, const struct store_entry *e)
+static int filter_match(const struct cache_filter *f, const struct store_entry *e)
 {
 	if (f->hash_len) {
 		char hex[2 * STORE_KEYHASH_LEN + 1];
@@ -433,7 +425,7 @@ static int filter_match(const struct filter *f, const struct store_entry *e)
 	return 1;
 }
 
-static void filter_from(struct filter *f, const struct opts *o)
+static void filter_from(struct cache_filter *f, const struct opts *o)
 {
 	memset(f, 0, sizeof(*f));
 	if (o->hash_len) {
@@ -446,7 +438,7 @@ static void filter_from(struct filter *f, const struct opts *o)
 	f->now = now_ms();
 }
 
-static int filtering(const struct filter *f)
+static int filtering(const struct cache_filter *f)
 {
 	return f->hash_len || f->prefix_len || f->expired;
 }
@@ -634,7 +626,7 @@ static int run_stats(const struct opts *o)
 /* ---- list ---- */
 
 struct list_ctx {
-	const struct filter *f;
+	const struct cache_filter *f;
 	int json;
 	uint64_t shown;
 };
@@ -684,7 +676,7 @@ static int list_scan(const uint8_t id[STORE_ID_LEN], enum store_status status,
 
 static int run_list(const struct opts *o)
 {
-	struct filter f;
+	struct cache_filter f;
 	struct list_ctx l = {&f, (o->given & O_JSON) != 0, 0};
 	struct store *st;
 	int rc = 0;
@@ -705,7 +697,7 @@ static int run_list(const struct opts *o)
 /* ---- purge ---- */
 
 struct purge_ctx {
-	const struct filter *f;
+	const struct cache_filter *f;
 	int all;
 	uint8_t (*ids)[STORE_ID_LEN];
 	size_t n;
@@ -741,20 +733,16 @@ static int still_expired(struct store *st, const uint8_t id[STORE_ID_LEN], int64
 	return yes;
 }
 
-static int run_purge(const struct opts *o)
+int cache_purge(struct store *st, struct cache_filter *f, uint64_t *deleted,
+		uint64_t *failed)
 {
-	struct filter f;
 	struct purge_ctx p;
-	struct store *st;
-	uint64_t deleted = 0, failed = 0;
 	int rc = 0;
 
-	if ((st = tool_open(o->dir, 0, 0)) == NULL)
-		return 2;
-	filter_from(&f, o);
+	*deleted = *failed = 0;
 	memset(&p, 0, sizeof(p));
-	p.f = &f;
-	p.all = (o->given & O_ALL) != 0;
+	p.f = f;
+	p.all = f->all;
 	if ((p.ids = malloc(PURGE_BATCH * sizeof(*p.ids))) == NULL)
 		abort();
 	for (;;) {
@@ -762,14 +750,13 @@ static int run_purge(const struct opts *o)
 
 		p.n = 0;
 		p.full = 0;
-		f.now = now_ms();
+		f->now = now_ms();
 		if (store_scan(st, purge_scan, &p) != STORE_OK) {
-			complain("cannot read the cache in %s", o->dir);
-			rc = 1;
+			rc = -1;
 			break;
 		}
 		for (size_t i = 0; i < p.n; i++) {
-			if (f.expired && !p.all && !still_expired(st, p.ids[i], f.now))
+			if (f->expired && !p.all && !still_expired(st, p.ids[i], f->now))
 				continue;
 			switch (store_delete(st, p.ids[i])) {
 			case STORE_OK:
@@ -778,26 +765,42 @@ static int run_purge(const struct opts *o)
 			case STORE_NOT_FOUND: /* deleted by someone else meanwhile */
 				break;
 			default:
-				failed++;
+				(*failed)++;
 				break;
 			}
 		}
-		deleted += round;
+		*deleted += round;
 		if (!p.full)
 			break;
 		if (round == 0) { /* a full batch and no progress: do not spin */
-			complain("purge stopped: a batch of %d entries could not be deleted",
-				 PURGE_BATCH);
-			rc = 1;
+			rc = -1;
 			break;
 		}
 	}
 	free(p.ids);
-	store_close(st);
-	if (failed) {
-		complain("%" PRIu64 " entries could not be deleted", failed);
+	return rc == 0 && *failed == 0 ? 0 : -1;
+}
+
+static int run_purge(const struct opts *o)
+{
+	struct cache_filter f;
+	struct store *st;
+	uint64_t deleted = 0, failed = 0;
+	int rc = 0;
+
+	if ((st = tool_open(o->dir, 0, 0)) == NULL)
+		return 2;
+	filter_from(&f, o);
+	f.all = (o->given & O_ALL) != 0;
+	if (cache_purge(st, &f, &deleted, &failed) != 0) {
+		if (failed)
+			complain("%" PRIu64 " entries could not be deleted", failed);
+		else
+			complain("purge of %s stopped: the cache could not be read or "
+				 "a batch of %d entries could not be deleted", o->dir, PURGE_BATCH);
 		rc = 1;
 	}
+	store_close(st);
 	printf("purged %" PRIu64 " entr%s\n", deleted, deleted == 1 ? "y" : "ies");
 	return rc;
 }

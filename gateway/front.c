@@ -1344,6 +1344,11 @@ int front_offline(const struct front *fr)
 	return fr->offline;
 }
 
+const struct admit *front_admit(const struct front *fr)
+{
+	return fr->admit;
+}
+
 void front_free(struct front *fr)
 {
 	if (fr == NULL)

@@ -53,6 +53,9 @@ size_t front_in_flight(const struct front *fr);
 void front_set_offline(struct front *fr, int offline);
 int front_offline(const struct front *fr);
 
+/* The upstream admission control, for status reports (borrowed). */
+const struct admit *front_admit(const struct front *fr);
+
 void front_free(struct front *fr);
 
 #endif

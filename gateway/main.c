@@ -15,6 +15,7 @@
 
 #include "cache/store.h"
 #include "cache/tool.h"
+#include "gateway/admin.h"
 #include "gateway/config.h"
 #include "gateway/front.h"
 #include "gateway/log.h"
@@ -26,6 +27,7 @@
 struct app {
 	struct event_base *base;
 	struct front *front;
+	struct admin *admin; /* NULL unless --admin-listen */
 	struct store *store;
 	struct event *sync_timer;
 	struct event *deadline;
@@ -150,6 +152,10 @@ int main(int argc, char **argv)
 	case CONFIG_OK:
 		break;
 	}
+	if (admin_check(&cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "contacts-gateway: %s\n", err);
+		return 2;
+	}
 	if (ensure_fd_limit(&cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		return 2;
@@ -196,6 +202,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		goto out;
 	}
+	if (cfg.admin_listen.host[0] != '\0') {
+		app.admin = admin_new(app.base, &cfg, app.store, app.front, err, sizeof(err));
+		if (app.admin == NULL) {
+			fprintf(stderr, "contacts-gateway: %s\n", err);
+			goto out;
+		}
+		cglog(CGLOG_INFO, "admin endpoint on %s:%u", cfg.admin_listen.host,
+		      admin_port(app.admin));
+	}
 	sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
 	sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
 	sigusr1 = evsignal_new(app.base, SIGUSR1, on_offline_signal, &app);
@@ -222,6 +237,7 @@ int main(int argc, char **argv)
 	event_base_dispatch(app.base);
 	rc = 0;
 out:
+	admin_free(app.admin);
 	front_free(app.front);
 	upstream_free(up);
 	store_close(app.store); /* syncs */
