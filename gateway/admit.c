@@ -124,25 +124,42 @@ static void take_tokens(struct admit *a, const struct admit_ticket *t, int64_t n
 	(void)w;
 }
 
-static size_t queued_for(const struct admit *a, const uint8_t *key)
+/*
+ * Do two tickets wait in the same line? The FIFO order (and the queue
+ * limit) is per API key and, with caller quotas, per caller too: a caller
+ * that has used up its own bucket must not hold up the key's other callers.
+ */
+static int same_line(const struct admit_ticket *u, const struct admit_ticket *t)
 {
-	const struct admit_ticket *t;
+	return memcmp(u->key, t->key, ADMIT_KEY_LEN) == 0 &&
+	       u->has_caller == t->has_caller &&
+	       (!t->has_caller || memcmp(u->caller, t->caller, ADMIT_KEY_LEN) == 0);
+}
+
+/* Tickets queued in t's line before `end` (NULL: the whole queue). */
+static size_t ahead_of(const struct admit *a, const struct admit_ticket *t,
+		       const struct admit_ticket *end)
+{
+	const struct admit_ticket *u;
 	size_t n = 0;
 
-	TAILQ_FOREACH(t, &a->queue, link)
-		if (memcmp(t->key, key, ADMIT_KEY_LEN) == 0)
+	for (u = TAILQ_FIRST(&a->queue); u != end; u = TAILQ_NEXT(u, link))
+		if (same_line(u, t))
 			n++;
 	return n;
 }
 
-/* A retry-after (ms) for a refused RATE ticket: its token plus the tickets
- * of its key already queued, each needing one more token. */
+/* A retry-after (ms) for a refused RATE ticket: its tokens plus one more
+ * per ticket already queued in its line, at the slower of its two rates. */
 static int64_t rate_retry_ms(struct admit *a, const struct admit_ticket *t,
 			     size_t ahead, int64_t now)
 {
-	double per_token = 1000.0 / a->cfg.rate;
-	int64_t w = token_wait(a, t, now) + (int64_t)(per_token * (double)ahead);
+	double rate = a->cfg.rate;
+	int64_t w;
 
+	if (t->has_caller && a->cfg.caller_rate < rate)
+		rate = a->cfg.caller_rate;
+	w = token_wait(a, t, now) + (int64_t)(1000.0 / rate * (double)ahead);
 	return w < 1 ? 1 : w;
 }
 
@@ -219,7 +236,7 @@ int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
 		*retry_after_ms = LIMIT_PROBE_WAIT_MS;
 		return -1;
 	}
-	ahead = queued_for(a, key);
+	ahead = ahead_of(a, t, NULL);
 	rc = decide(a, t, ahead, now_ms, why, retry_after_ms);
 	if (rc != 0)
 		return rc;
@@ -260,13 +277,10 @@ static int pump_once(struct admit *a, int64_t now, int sweep, int64_t *wake)
 	TAILQ_FOREACH(t, &a->queue, link) {
 		enum admit_refusal why = ADMIT_RATE;
 		int64_t retry = 0, w = -1;
-		size_t ahead = 0;
+		size_t ahead;
 		int rc;
 
-		for (struct admit_ticket *u = TAILQ_FIRST(&a->queue); u != t;
-		     u = TAILQ_NEXT(u, link))
-			if (memcmp(u->key, t->key, ADMIT_KEY_LEN) == 0)
-				ahead++;
+		ahead = ahead_of(a, t, t);
 		if (ahead == 0 && (long)a->n_running < a->cfg.concurrency)
 			w = token_wait(a, t, now);
 		if ((sweep || w == 0) && t->wanted && !t->wanted(t->arg)) {

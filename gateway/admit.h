@@ -9,8 +9,11 @@
  *   - its API key's token bucket (--upstream-rate, --upstream-burst) and,
  *     with --caller-header, its caller's bucket each hold a token;
  *   - fewer than --upstream-concurrency fetches are in progress;
- *   - no earlier fetch of the same key is still queued (FIFO per key).
- * Otherwise it waits in one FIFO queue (at most --queue-limit per key, each
+ *   - no earlier fetch of the same key (and caller) is still queued: FIFO
+ *     per key, or per key and caller with caller quotas, so a caller that
+ *     has used up its own bucket does not hold up the key's other callers.
+ * Otherwise it waits in one FIFO queue (at most --queue-limit per key and
+ * caller, each
  * until its deadline, --queue-timeout after it asked) or, when the wait could
  * not end in time, is refused at once: ADMIT_RATE with an honest retry-after
  * (from the bucket and the fetches queued ahead), ADMIT_BLOCKED with what is
