@@ -144,6 +144,7 @@ struct front {
 	struct admit *admit;
 	uint64_t rng; /* retry jitter */
 	int offline;  /* --offline, SIGUSR1/SIGUSR2, the admin endpoint */
+	int aborting; /* front_abort_pending is answering everything */
 	int draining;
 	void (*drained)(void *arg);
 	void *drained_arg;
@@ -777,6 +778,11 @@ static void start_fetch(void *arg)
 	struct fetch *fc = arg;
 
 	assert(fc->magic == FETCH_MAGIC);
+	if (fc->fr->aborting) { /* granted while the front tears down */
+		admit_done(&fc->ticket, ADMIT_NOTHING, 0, now_ms(fc->fr));
+		land_refused(fc, REFUSED_START, 0);
+		return;
+	}
 	fc->attempts++;
 	fc->uf = upstream_fetch(fc->fr->up, fc->canonical, fc->api_key, on_fetched, fc);
 	if (fc->uf == NULL) {
@@ -1314,6 +1320,7 @@ void front_drain(struct front *fr, void (*drained)(void *arg), void *arg)
 
 void front_abort_pending(struct front *fr)
 {
+	fr->aborting = 1;
 	while (!LIST_EMPTY(&fr->fetches)) {
 		struct fetch *fc = LIST_FIRST(&fr->fetches);
 		struct flight *flight = fc->flight;
