@@ -253,9 +253,9 @@ static int set_rate(double *dst, const struct opt *o, const char *v, char *err,
 			break;
 		}
 	}
-	if (digits <= 0 || whole <= 0 || whole > (double)o->max) {
+	if (digits <= 0 || whole < 0.0001 || whole > (double)o->max) {
 		snprintf(err, err_size, "%s: '%s' is not a number of requests per second "
-			 "above 0 and up to %llu (e.g. 2.5)", o->name, v,
+			 "from 0.0001 to %llu (e.g. 2.5)", o->name, v,
 			 (unsigned long long)o->max);
 		return -1;
 	}

@@ -68,6 +68,49 @@ static void test_flags(void **state)
 	assert_int_equal(cfg.upstream_timeout_ms, 1500);
 }
 
+static void test_protection_and_outage_settings(void **state)
+{
+	struct cg_config cfg;
+	char err[CONFIG_ERR_MAX];
+	char *good[] = {"--upstream-rate", "2.5", "--offline", "--caller-header",
+			"x-client-id", "--admin-listen", "127.0.0.1:0", "--admin-token",
+			"0123456789abcdef", "--stale-if-error", "0", "--offline-when-open=false"};
+	char *bad_rate[] = {"--upstream-rate", "0"};
+	char *bad_rate2[] = {"--upstream-rate", "1.2.3"};
+	char *bad_flag[] = {"--offline=perhaps"};
+	char *bad_name[] = {"--caller-header", "x client"};
+	char *bad_token[] = {"--admin-token", "has space"};
+	char *bad_admin[] = {"--admin-listen", "nowhere"};
+
+	(void)state;
+	config_defaults(&cfg);
+	assert_true(cfg.upstream_rate == 10.0);
+	assert_int_equal(cfg.upstream_burst, 20);
+	assert_int_equal(cfg.stale_if_error_s, 86400);
+	assert_int_equal(cfg.stale_while_revalidate_s, 0);
+	assert_int_equal(cfg.offline, 0);
+	assert_string_equal(cfg.admin_listen.host, "");
+	assert_string_equal(cfg.caller_header, "");
+	assert_int_equal(parse(&cfg, err, 12, good), CONFIG_OK);
+	assert_true(cfg.upstream_rate == 2.5);
+	assert_int_equal(cfg.offline, 1); /* a bare flag */
+	assert_string_equal(cfg.caller_header, "x-client-id");
+	assert_string_equal(cfg.admin_listen.host, "127.0.0.1");
+	assert_string_equal(cfg.admin_token, "0123456789abcdef");
+	assert_int_equal(cfg.stale_if_error_s, 0);
+	assert_int_equal(cfg.offline_when_open, 0);
+	assert_int_equal(parse(&cfg, err, 2, bad_rate), CONFIG_ERROR);
+	assert_non_null(strstr(err, "upstream-rate"));
+	assert_int_equal(parse(&cfg, err, 2, bad_rate2), CONFIG_ERROR);
+	assert_int_equal(parse(&cfg, err, 1, bad_flag), CONFIG_ERROR);
+	assert_non_null(strstr(err, "true or false"));
+	assert_int_equal(parse(&cfg, err, 2, bad_name), CONFIG_ERROR);
+	assert_non_null(strstr(err, "header name"));
+	assert_int_equal(parse(&cfg, err, 2, bad_token), CONFIG_ERROR);
+	assert_int_equal(parse(&cfg, err, 2, bad_admin), CONFIG_ERROR);
+	assert_non_null(strstr(err, "admin-listen"));
+}
+
 static void test_help_version(void **state)
 {
 	struct cg_config cfg;
@@ -175,6 +218,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_flags),
 		cmocka_unit_test(test_help_version),
+		cmocka_unit_test(test_protection_and_outage_settings),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_file_and_precedence),
 		cmocka_unit_test(test_file_errors),
