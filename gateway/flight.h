@@ -40,6 +40,7 @@ struct flight_result {
 	uint64_t etag;      /* its ETag when stored */
 	uint32_t ttl_s;     /* its freshness lifetime when stored */
 	int failed;         /* the upstream failed (a stored answer may stand in) */
+	int malformed;      /* a 200 whose body is not a JSON array */
 	int refusal;        /* resp NULL: the owner's reason, its own codes */
 	int64_t retry_after_ms; /* with a refusal: when asking again makes sense */
 };

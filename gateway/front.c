@@ -664,6 +664,12 @@ static void on_landed(const struct flight_result *r, void *arg, int collapsed)
 			    code == 504 ? "gateway_timeout"
 			    : code == 503 ? "shutting_down" : "bad_gateway",
 			    NULL, resp->error);
+	} else if (r->malformed) {
+		snprintf(status, sizeof(status), CACHE_STATUS_NAME "; fwd=%s; fwd-status=%ld%s",
+			 fwd, resp->status, collapsed ? "; collapsed" : "");
+		evhttp_add_header(out, "Cache-Status", status);
+		reply_error(req, 502, "bad_gateway", NULL,
+			    "the upstream answered 200 with a body that is not a JSON array");
 	} else {
 		struct evbuffer *body = NULL;
 
@@ -923,7 +929,7 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 		size_t len = evbuffer_get_length(resp->body);
 
 		if (!is_json_array(data, len)) {
-			r.failed = 1; /* malformed: relayed as sent unless a stored one stands in */
+			r.failed = r.malformed = 1; /* a stored answer stands in, or 502 */
 		} else if (fc->ttl_s > 0 && store_answer(fc->fr, fc, resp, &r.etag)) {
 			r.stored = 1;
 			r.ttl_s = fc->ttl_s;
