@@ -221,7 +221,7 @@ def a_full_map_keeps_serving():
             assert r.status == 200, (i, r.status)
         r = get("days=365&offset=39", port=g.port)
         assert r.status == 200 and "hit" in r.header("cache-status")
-        assert "evicted" in g.read_log()
+        h.eventually(lambda: "evicted" in g.read_log(), what="the eviction log line")
     finally:
         h.stop_gateway(g)
 
@@ -246,7 +246,8 @@ def a_corrupted_record_is_refused_and_fetched_again():
         r = get("days=41&limit=1", port=g.port)
         assert r.body == good.body and "fwd=miss" in r.header("cache-status")
         assert upstream_total() == before + 1
-        assert "checksum" in g.read_log()
+        # the log is drained by a thread: wait for the line rather than race it
+        h.eventually(lambda: "checksum" in g.read_log(), what="the checksum warning")
         assert "hit" in get("days=41&limit=1", port=g.port).header("cache-status")
     finally:
         h.stop_gateway(g)
