@@ -199,15 +199,18 @@ def offline_switched_at_run_time_by_signal():
     g = h.start_gateway(a, sim.port, "--ttl", "60")
     try:
         assert h.contacts(g.port, "days=73").status == 200
-        before = h.sim_total(sim)
         g.p.send_signal(signal.SIGUSR1)
-        h.eventually(lambda: h.contacts(g.port, "days=74").status == 504,
+        # the switch is logged once the loop has handled the signal
+        h.eventually(lambda: "offline: answering from the cache only" in g.read_log(),
                      what="offline after SIGUSR1")
+        before = h.sim_total(sim)
+        h.json_error(h.contacts(g.port, "days=74"), 504, "offline")
         assert h.contacts(g.port, "days=73").status == 200  # stored: still served
         assert h.sim_total(sim) == before
         g.p.send_signal(signal.SIGUSR2)
-        h.eventually(lambda: h.contacts(g.port, "days=74").status == 200,
+        h.eventually(lambda: "online: asking the upstream again" in g.read_log(),
                      what="online after SIGUSR2")
+        assert h.contacts(g.port, "days=74").status == 200
         assert h.sim_total(sim) == before + 1
     finally:
         h.stop_gateway(g)
