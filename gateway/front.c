@@ -45,6 +45,7 @@
 #include "gateway/flight.h"
 #include "gateway/log.h"
 #include "gateway/upstream.h"
+#include "policy/json.h"
 #include "policy/query.h"
 #include "policy/ttl.h"
 
@@ -705,16 +706,6 @@ done:
 	maybe_drained(fr);
 }
 
-/* Is the body one JSON array (the only answers worth storing)? */
-static int is_json_array(const char *data, size_t len)
-{
-	cJSON *doc = cJSON_ParseWithLength(data, len);
-	int ok = cJSON_IsArray(doc);
-
-	cJSON_Delete(doc);
-	return ok;
-}
-
 /* Stores a complete 200 JSON-array answer, evicting to make room. */
 static int store_answer(struct front *fr, struct fetch *fc,
 			const struct upstream_response *resp, uint64_t *etag)
@@ -928,7 +919,7 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 		const char *data = (const char *)evbuffer_pullup(resp->body, -1);
 		size_t len = evbuffer_get_length(resp->body);
 
-		if (!is_json_array(data, len)) {
+		if (!json_is_array(data, len)) {
 			r.failed = r.malformed = 1; /* a stored answer stands in, or 502 */
 		} else if (fc->ttl_s > 0 && store_answer(fc->fr, fc, resp, &r.etag)) {
 			r.stored = 1;
