@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,8 +103,8 @@ static int authorised(const struct admin *ad, struct evhttp_request *req)
 	size_t want = strlen(token), got;
 	unsigned char diff = 0;
 
-	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0)
-		return 0;
+	if (auth == NULL || evutil_ascii_strncasecmp(auth, "Bearer ", 7) != 0)
+		return 0; /* the scheme is case-insensitive (RFC 9110) */
 	auth += 7;
 	got = strlen(auth);
 	for (size_t i = 0; i < want; i++)

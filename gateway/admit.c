@@ -42,11 +42,12 @@ struct admit {
 
 static void pump(struct admit *a, int64_t now_ms);
 
-static int64_t wall_ms(struct admit *a)
+/* The monotonic clock callers pass as now_ms too. */
+static int64_t mono_ms(struct admit *a)
 {
 	struct timeval tv;
 
-	event_base_gettimeofday_cached(event_get_base(a->timer), &tv);
+	event_gettime_monotonic(event_get_base(a->timer), &tv);
 	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
@@ -57,7 +58,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	assert(a->magic == ADMIT_MAGIC);
-	pump(a, wall_ms(a));
+	pump(a, mono_ms(a));
 }
 
 struct admit *admit_new(struct event_base *base, const struct admit_config *cfg)

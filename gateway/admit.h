@@ -36,6 +36,9 @@
  * fetch may fail to start and call admit_done). The queue is walked again
  * until it settles, never recursively.
  *
+ * Time: every now_ms is the loop's monotonic clock (event_gettime_monotonic),
+ * so wall-clock steps neither refill nor drain buckets.
+ *
  * Bounds: per-key queue length (--queue-limit); the whole queue is bounded by
  * the client connections (every queued ticket has a waiting client; tickets
  * that may not queue, background refreshes, are granted or refused at once);

@@ -68,6 +68,7 @@
 enum {
 	REFUSED_OFFLINE = 100, /* --offline, or the breaker open with offline-when-open */
 	REFUSED_START,         /* curl would not start the request */
+	REFUSED_SHUTDOWN,      /* the gateway is stopping */
 };
 
 enum cache_control {
@@ -102,6 +103,8 @@ struct fetch {
 	unsigned attempts;         /* upstream requests made */
 	uint8_t id[STORE_ID_LEN];
 	uint8_t keyhash[STORE_KEYHASH_LEN];
+	uint8_t caller[STORE_KEYHASH_LEN]; /* with has_caller: its quota's key */
+	int has_caller;
 	uint32_t ttl_s;
 	char api_key[API_KEY_MAX + 1];
 	size_t canonical_len;
@@ -165,7 +168,10 @@ struct front {
  * may its connection (Connection: close); callers touch neither afterwards.
  * Relies on libevent 2.1's evhttp creating its bufferevents without
  * deferred callbacks (so the callback runs synchronously, as evhttp's own
- * write path would) - true of every 2.1 release.
+ * write path would) - true of every 2.1 release - and on plain socket
+ * bufferevents: with TLS (evhttp_set_bevcb and an openssl bufferevent)
+ * writing the output to the fd would send plaintext, so send_now must go
+ * before such a change.
  */
 static void send_now(struct evhttp_request *req, int code, struct evbuffer *body)
 {
@@ -344,7 +350,8 @@ static void before_answer(struct front *fr, struct evhttp_request *req)
 {
 	struct conn_slot *slot = slot_of(fr, evhttp_request_get_connection(req));
 
-	if (fr->draining)
+	if (fr->draining &&
+	    evhttp_find_header(evhttp_request_get_output_headers(req), "Connection") == NULL)
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 				  "Connection", "close");
 	if (slot != NULL) {
@@ -359,6 +366,16 @@ static int64_t now_ms(struct front *fr)
 	struct timeval tv;
 
 	event_base_gettimeofday_cached(fr->base, &tv);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Admission's clock: monotonic, so a wall-clock step never drains or
+ * refills a bucket, nor stretches a queue deadline. */
+static int64_t mono_ms(struct front *fr)
+{
+	struct timeval tv;
+
+	event_gettime_monotonic(fr->base, &tv);
 	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
@@ -457,7 +474,7 @@ static void release_view(const void *data, size_t len, void *arg)
 static int is_offline(struct front *fr)
 {
 	return fr->offline ||
-	       (fr->cfg->offline_when_open && admit_breaker_open(fr->admit, now_ms(fr)));
+	       (fr->cfg->offline_when_open && admit_breaker_open(fr->admit, mono_ms(fr)));
 }
 
 /* How a stored answer is being served, for its Cache-Status. */
@@ -611,6 +628,9 @@ static void reply_refused(struct evhttp_request *req, int refusal,
 			    "the gateway is offline and holds no stored answer for "
 			    "this query");
 		break;
+	case REFUSED_SHUTDOWN:
+		reply_error(req, 503, "shutting_down", NULL, "the gateway is shutting down");
+		break;
 	case ADMIT_ABANDONED: /* nobody is listening; this frees the request */
 		reply_error(req, 503, "abandoned", NULL, "the client left");
 		break;
@@ -747,7 +767,7 @@ static int store_answer(struct front *fr, struct fetch *fc,
 /* Takes a fetch off the front's list, out of admission, and frees it. */
 static void fetch_free(struct fetch *fc)
 {
-	admit_cancel(&fc->ticket, now_ms(fc->fr));
+	admit_cancel(&fc->ticket, mono_ms(fc->fr));
 	LIST_REMOVE(fc, link);
 	if (fc->retry_timer)
 		event_free(fc->retry_timer);
@@ -775,15 +795,17 @@ static void start_fetch(void *arg)
 	struct fetch *fc = arg;
 
 	assert(fc->magic == FETCH_MAGIC);
-	if (fc->fr->aborting) { /* granted while the front tears down */
-		admit_done(&fc->ticket, ADMIT_NOTHING, 0, now_ms(fc->fr));
-		land_refused(fc, REFUSED_START, 0);
+	if (fc->fr->aborting || is_offline(fc->fr)) {
+		/* granted (or its backoff ended) while the front tears down or
+		 * after it went offline: never sent */
+		admit_done(&fc->ticket, ADMIT_NOTHING, 0, mono_ms(fc->fr));
+		land_refused(fc, fc->fr->aborting ? REFUSED_SHUTDOWN : REFUSED_OFFLINE, 0);
 		return;
 	}
 	fc->attempts++;
 	fc->uf = upstream_fetch(fc->fr->up, fc->canonical, fc->api_key, on_fetched, fc);
 	if (fc->uf == NULL) {
-		admit_done(&fc->ticket, ADMIT_NOTHING, 0, now_ms(fc->fr));
+		admit_done(&fc->ticket, ADMIT_NOTHING, 0, mono_ms(fc->fr));
 		land_refused(fc, REFUSED_START, 0);
 	}
 }
@@ -796,7 +818,12 @@ static void on_refused(void *arg, enum admit_refusal why, int64_t retry_after_ms
 	land_refused(fc, (int)why, retry_after_ms);
 }
 
-/* Is this waiter's client still there? (A peek: EOF or an error says no.) */
+/*
+ * Is this waiter's client still there? A peek: EOF or an error says no. A
+ * client that half-closes after its request (shutdown(SHUT_WR)) cannot be
+ * told from one that left, and is taken as gone while queued, as nginx
+ * takes it (its "client prematurely closed connection", 499).
+ */
 static int waiter_connected(void *arg)
 {
 	struct waiter *w = arg;
@@ -856,8 +883,9 @@ static int schedule_retry(struct fetch *fc, int64_t now)
 	if (fc->attempts > (unsigned)fr->cfg->upstream_retries || fr->draining ||
 	    is_offline(fr))
 		return 0;
-	if (admit_ask(fr->admit, &fc->ticket, fc->keyhash, NULL, 0, start_fetch,
-		      on_refused, fetch_wanted, fc, now, &why, &wait) != 1)
+	if (admit_ask(fr->admit, &fc->ticket, fc->keyhash,
+		      fc->has_caller ? fc->caller : NULL, 0, start_fetch, on_refused,
+		      fetch_wanted, fc, now, &why, &wait) != 1)
 		return 0;
 	backoff = limit_backoff_ms(fc->attempts - 1, fr->cfg->retry_backoff_ms,
 				   fr->cfg->retry_backoff_ms * 16, &fr->rng);
@@ -895,7 +923,7 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 	struct fetch *fc = arg;
 	struct flight_result r = {.resp = resp};
 	struct flight *flight;
-	int64_t now = now_ms(fc->fr);
+	int64_t mono = mono_ms(fc->fr);
 	enum admit_outcome outcome = ADMIT_OK;
 	int64_t retry_after = 0;
 
@@ -907,12 +935,12 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 		outcome = ADMIT_FAILED;
 	} else if (resp->status == 429) {
 		outcome = ADMIT_LIMITED;
-		retry_after = vendor_retry_after(resp, now);
+		retry_after = vendor_retry_after(resp, now_ms(fc->fr)); /* a delay */
 		cglog(CGLOG_WARN, "upstream: 429 for a key; no requests for it for %" PRId64
 		      " ms", retry_after > 0 ? retry_after : (int64_t)ADMIT_DEFAULT_BLOCK_MS);
 	}
-	admit_done(&fc->ticket, outcome, retry_after, now);
-	if (outcome == ADMIT_FAILED && retryable(resp) && schedule_retry(fc, now))
+	admit_done(&fc->ticket, outcome, retry_after, mono);
+	if (outcome == ADMIT_FAILED && retryable(resp) && schedule_retry(fc, mono))
 		return;
 	r.failed = outcome != ADMIT_OK;
 	if (resp->result == UPSTREAM_OK && resp->status == 200) {
@@ -971,8 +999,12 @@ static void fetch_begin(struct front *fr, struct fetch *fc, const uint8_t *calle
 		land_refused(fc, REFUSED_OFFLINE, 0);
 		return;
 	}
+	if (caller) {
+		memcpy(fc->caller, caller, sizeof(fc->caller));
+		fc->has_caller = 1; /* its retries cost the caller's tokens too */
+	}
 	rc = admit_ask(fr->admit, &fc->ticket, fc->keyhash, caller, may_queue,
-		       start_fetch, on_refused, fetch_wanted, fc, now_ms(fr), &why,
+		       start_fetch, on_refused, fetch_wanted, fc, mono_ms(fr), &why,
 		       &retry);
 	if (rc > 0)
 		start_fetch(fc);

@@ -10,6 +10,7 @@ the real gateway, the simulator and a real LMDB directory.
   --offline (flag, SIGUSR1/SIGUSR2) -> every stored answer, nothing upstream
 """
 import signal
+import threading
 import time
 
 import harness as h
@@ -212,6 +213,27 @@ def offline_switched_at_run_time_by_signal():
                      what="online after SIGUSR2")
         assert h.contacts(g.port, "days=74").status == 200
         assert h.sim_total(sim) == before + 1
+    finally:
+        h.stop_gateway(g)
+
+
+@run.test
+def a_fetch_queued_before_going_offline_is_never_sent():
+    g = h.start_gateway(a, sim.port, "--upstream-rate", "0.5", "--upstream-burst", "1",
+                        "--queue-timeout", str(8000 * h.SLOW), "--upstream-retries", "0",
+                        protect=True)
+    try:
+        assert h.contacts(g.port, "days=79").status == 200  # the only token
+        before = h.sim_total(sim)
+        out = {}
+        t = threading.Thread(target=lambda: out.update(
+            r=h.contacts(g.port, "days=80", timeout=20 * h.SLOW)))
+        t.start()
+        time.sleep(0.3)  # days=80 waits for a token (about 2 s)
+        g.p.send_signal(signal.SIGUSR1)
+        t.join(20 * h.SLOW)
+        h.json_error(out["r"], 504, "offline")
+        assert h.sim_total(sim) == before, "offline, yet a queued fetch went upstream"
     finally:
         h.stop_gateway(g)
 
