@@ -19,7 +19,12 @@ NO_CACHE = ["--ttl", "0"] if "--ttl" in h.gateway_options(a) else []
 
 SPEC_OPTIONS = ["--config", "--listen", "--upstream", "--upstream-timeout", "--connect-timeout",
                 "--max-connections", "--max-body-bytes", "--client-timeout",
-                "--shutdown-timeout", "--log-level", "--help", "--version"]
+                "--shutdown-timeout", "--log-level", "--help", "--version",
+                # named by the cache, protection and outage issues
+                "--cache-dir", "--cache-size", "--ttl", "--upstream-rate", "--upstream-burst",
+                "--upstream-concurrency", "--queue-limit", "--queue-timeout",
+                "--upstream-retries", "--stale-while-revalidate", "--stale-if-error",
+                "--offline", "--admin-listen", "--admin-token"]
 
 
 def gw(*args, timeout=10):
@@ -72,6 +77,22 @@ def help_lists_every_option():
     missing = [o for o in SPEC_OPTIONS if not re.search(re.escape(o) + r"\b(?!-)", text)]
     assert not missing, ("not in --help", missing)
     assert r.stderr == b"", r.stderr
+
+
+@run.test
+def the_example_config_in_deploy_is_accepted():
+    here = os.path.dirname(os.path.abspath(__file__))
+    example = os.path.join(here, "..", "..", "deploy", "contacts-gateway.conf")
+    with open(example) as f:
+        text = f.read()
+    assert "upstream-rate" in text and "stale-if-error" in text
+    g = start(["--config", conf("example.conf", text), "--listen", "127.0.0.1:0",
+               "--cache-dir", os.path.join(WORK, "example-cache"),
+               "--upstream", "http://127.0.0.1:%d" % sim.port])
+    try:
+        assert h.contacts(g.port, "days=30&limit=1").status == 200
+    finally:
+        h.stop_gateway(g)
 
 
 @run.test
