@@ -37,6 +37,8 @@
 #define RECORD_VERSION 1
 #define HEAD_LEN 80
 #define TAIL_LEN 8
+#define HEADROOM_PAGES 64 /* pages kept free for deletes (at most 1/16 of the map) */
+#define RECORD_PAGES 8    /* besides its own: the B-tree path, the free list */
 
 struct store {
 	unsigned magic;
@@ -267,6 +269,42 @@ void store_close(struct store *st)
 	free(st);
 }
 
+/*
+ * Pages the map can still give: those past the last one used plus those on
+ * LMDB's free list (database 0; each value is a page list whose first word
+ * is its length, as mdb_stat -f counts them). 0 if it cannot tell.
+ */
+static size_t free_pages(struct store *st, size_t *total)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	size_t n;
+
+	*total = 0;
+	if (mdb_env_info(st->env, &info) != 0 || mdb_env_stat(st->env, &ms) != 0 ||
+	    ms.ms_psize == 0)
+		return 0;
+	*total = info.me_mapsize / ms.ms_psize;
+	n = *total > info.me_last_pgno + 1 ? *total - (info.me_last_pgno + 1) : 0;
+	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
+		return n;
+	if (mdb_cursor_open(txn, 0, &cur) == 0) {
+		while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0)
+			if (v.mv_size >= sizeof(size_t)) {
+				size_t count;
+
+				memcpy(&count, v.mv_data, sizeof(count));
+				n += count;
+			}
+		mdb_cursor_close(cur);
+	}
+	mdb_txn_abort(txn);
+	return n;
+}
+
 enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
 			    struct store_entry *e)
 {
@@ -282,6 +320,18 @@ enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
 	    e->body_len > SIZE_MAX - HEAD_LEN - TAIL_LEN - STORE_QUERY_MAX - STORE_CTYPE_MAX)
 		return STORE_INVALID;
 	size = HEAD_LEN + e->query_len + e->content_type_len + e->body_len + TAIL_LEN;
+	{
+		/* keep headroom: on a map with none left, LMDB cannot even delete
+		 * (deletes copy pages too), and eviction would be stuck */
+		size_t total, avail = free_pages(st, &total), psize = 4096;
+		size_t headroom = total / 16 < HEADROOM_PAGES ? total / 16 : HEADROOM_PAGES;
+		MDB_stat ms;
+
+		if (mdb_env_stat(st->env, &ms) == 0 && ms.ms_psize)
+			psize = ms.ms_psize;
+		if (total && avail < size / psize + RECORD_PAGES + headroom)
+			return STORE_FULL;
+	}
 	e->etag = XXH3_64bits(e->body, e->body_len);
 	if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
 		goto out;
@@ -425,6 +475,50 @@ static int by_used(const void *a, const void *b)
 	return (x->used_ms > y->used_ms) - (x->used_ms < y->used_ms);
 }
 
+/*
+ * Deletes the entries c[0..n) in as few write transactions as the map
+ * allows. Deleting copies pages too (LMDB writes copy-on-write), so on a
+ * full map a transaction deleting many entries can itself run out of room:
+ * it is then retried with half as many, down to one. Returns the number
+ * deleted.
+ */
+static size_t delete_ids(struct store *st, const struct candidate *c, size_t n)
+{
+	size_t done = 0, total = 0, chunk = n;
+
+	while (done < n && chunk > 0) {
+		size_t k = chunk < n - done ? chunk : n - done, deleted = 0;
+		MDB_txn *txn;
+		int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+
+		if (rc != 0)
+			break;
+		for (size_t i = 0; i < k && rc == 0; i++) {
+			MDB_val key = {STORE_ID_LEN, (void *)c[done + i].id};
+
+			rc = mdb_del(txn, st->dbi, &key, NULL);
+			if (rc == 0)
+				deleted++;
+			else if (rc == MDB_NOTFOUND)
+				rc = 0; /* gone meanwhile (a cache tool) */
+		}
+		if (rc == 0) {
+			rc = mdb_txn_commit(txn);
+		} else {
+			mdb_txn_abort(txn);
+		}
+		if (rc == 0) {
+			done += k;
+			total += deleted;
+		} else if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
+			chunk = k / 2;
+		} else {
+			break;
+		}
+	}
+	return total;
+}
+
 size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,
 		   store_last_used_fn last_used, void *arg)
 {
@@ -438,7 +532,7 @@ size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,
 	assert(st->magic == STORE_MAGIC);
 	if (max_scan == 0 || (c = calloc(max_scan, sizeof(*c))) == NULL)
 		return 0;
-	if (mdb_txn_begin(st->env, NULL, 0, &txn) != 0 ||
+	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0 ||
 	    mdb_cursor_open(txn, st->dbi, &cur) != 0)
 		goto out;
 	/* 1: scan a bounded window, starting where the last scan stopped */
@@ -478,17 +572,10 @@ size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,
 	/* 2: the expired go; if none, the least recently used quarter */
 	qsort(c, n, sizeof(*c), by_used);
 	victims = expired ? expired : (n / 4 ? n / 4 : n);
-	for (size_t i = 0; i < victims; i++) {
-		MDB_val k = {STORE_ID_LEN, c[i].id};
-
-		if (mdb_del(txn, st->dbi, &k, NULL) == 0)
-			deleted++;
-	}
-	rc = mdb_txn_commit(txn);
+	mdb_txn_abort(txn); /* the scan's snapshot: deletes go in their own */
 	txn = NULL;
-	if (rc != 0)
-		deleted = 0;
-	else if (deleted > 0)
+	deleted = delete_ids(st, c, victims);
+	if (deleted > 0)
 		advance(st);
 out:
 	if (cur)

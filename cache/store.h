@@ -90,8 +90,11 @@ void store_close(struct store *st);
 
 /* Writes (or replaces) the entry under `id`; computes its ETag and checksum.
  * Borrows everything. On STORE_FULL nothing was written: store_evict, then
- * try again. (LMDB reuses freed pages only after a later commit; deletes
- * made one at a time free room one commit late.) */
+ * try again. STORE_FULL comes before the map is quite full: a headroom (64
+ * pages, at most 1/16 of the map) is kept, because on a map with no free
+ * page LMDB cannot even delete (deletes copy pages too) and eviction would
+ * be stuck. (LMDB reuses freed pages only after a later commit; eviction
+ * ends with one.) */
 enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
 			    struct store_entry *e);
 
@@ -116,9 +119,9 @@ typedef int64_t (*store_last_used_fn)(const uint8_t id[STORE_ID_LEN],
 
 /*
  * Makes room: scans at most max_scan entries, continuing where the last call
- * stopped, and in one write transaction deletes those expired at now_ms; if
- * none were, deletes the least recently used quarter of those scanned (at
- * least one). Bounded work per call, so the loop never stalls on a big map.
+ * stopped, and deletes those expired at now_ms; if none were, the least
+ * recently used quarter of those scanned (at least one). The deletes go in
+ * as few write transactions as the map allows (halved on MDB_MAP_FULL). Bounded work per call, so the loop never stalls on a big map.
  * Returns the number deleted (0 on an empty store or an error).
  */
 size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,

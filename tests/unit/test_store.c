@@ -275,6 +275,35 @@ static void test_exclusive_and_bad_dirs(void **state)
 	assert_non_null(strstr(err, "/proc/version/x"));
 }
 
+/* Many small entries: the case where deleting a quarter of an eviction
+ * window in one transaction needs more pages than a full map has. */
+static void test_full_map_of_small_entries_evicts(void **state)
+{
+	struct store *st = open_store(1u << 20);
+	struct store_entry in;
+	uint8_t id[STORE_ID_LEN];
+	char query[32];
+	int stored = 0, full_rounds = 0;
+
+	(void)state;
+	for (int i = 0; i < 20000; i++) {
+		snprintf(query, sizeof(query), "days=%d&offset=%d", i % 365 + 1, i);
+		make_entry(&in, "key-a", query, "[{\"id\":\"a small answer of some bytes\"}]",
+			   id);
+		if (store_put(st, id, &in) == STORE_FULL) {
+			full_rounds++;
+			/* every time the map fills, one pass makes room */
+			assert_true(store_evict(st, 0, 1024, NULL, NULL) >= 1);
+			assert_int_equal(store_put(st, id, &in), STORE_OK);
+		}
+		stored++;
+	}
+	assert_true(full_rounds > 0); /* the map did fill */
+	assert_true(store_count(st) > 1000);
+	assert_int_equal(stored, 20000);
+	store_close(st);
+}
+
 struct scan_seen {
 	int ok, corrupt;
 	size_t body_bytes;
@@ -368,6 +397,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_evict_expired_then_lru, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exclusive_and_bad_dirs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scan_and_open_existing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_map_of_small_entries_evicts, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_foreign_lmdb_refused, setup, teardown),
 	};
 
