@@ -175,6 +175,21 @@ static void advance(struct store *st)
 	mdb_txn_commit(txn);
 }
 
+/* Does the file start with an LMDB meta page (magic 0xBEEFC0DE after the
+ * 16-byte page header)? */
+static int is_lmdb_file(const char *path)
+{
+	unsigned char head[20];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return 0;
+	n = read(fd, head, sizeof(head));
+	close(fd);
+	return n == (ssize_t)sizeof(head) && get_u32(head + 16) == 0xBEEFC0DEu;
+}
+
 struct store *store_open(const char *dir, uint64_t map_bytes,
 			 unsigned max_readers, unsigned flags, char *err,
 			 size_t err_size)
@@ -202,6 +217,12 @@ struct store *store_open(const char *dir, uint64_t map_bytes,
 		if (stat(data_path, &sb) != 0) {
 			snprintf(err, err_size,
 				 "cache directory %s holds no cache (no data.mdb)", dir);
+			goto fail;
+		}
+		if (!is_lmdb_file(data_path)) {
+			/* refused before LMDB would initialise it (an empty file) */
+			snprintf(err, err_size, "cache directory %s: not a contacts-gateway "
+				 "cache (data.mdb is not an LMDB file)", dir);
 			goto fail;
 		}
 	}

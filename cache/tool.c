@@ -30,6 +30,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -847,6 +848,31 @@ static int export_scan(const uint8_t id[STORE_ID_LEN], enum store_status status,
 	return ferror(x->out) ? 1 : 0;
 }
 
+/* fsyncs the directory holding `path` (best effort). */
+static void sync_parent(const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	size_t len = slash ? (size_t)(slash - path) : 0;
+	int fd;
+
+	if (slash == NULL) {
+		memcpy(dir, ".", 2);
+	} else if (len == 0) {
+		memcpy(dir, "/", 2);
+	} else if (len < sizeof(dir)) {
+		memcpy(dir, path, len);
+		dir[len] = '\0';
+	} else {
+		return;
+	}
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
 static int run_export(const struct opts *o)
 {
 	struct export_ctx x = {0};
@@ -893,6 +919,8 @@ static int run_export(const struct opts *o)
 		if (ok && rc == 0 && rename(tmp, o->file) != 0) {
 			complain("cannot rename %s to %s: %s", tmp, o->file, strerror(errno));
 			ok = 0;
+		} else if (ok && rc == 0) {
+			sync_parent(o->file); /* the new name survives a power loss too */
 		}
 		if (!ok || rc != 0)
 			unlink(tmp);
