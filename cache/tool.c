@@ -30,6 +30,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -835,6 +836,14 @@ static int export_scan(const uint8_t id[STORE_ID_LEN], enum store_status status,
 		x->refused++;
 		return 0;
 	}
+	/* import reads numbers as JSON doubles: only what it can read back */
+	if (e->stored_ms < 0 || e->stored_ms > (int64_t)JSON_INT_MAX ||
+	    e->expires_ms < 0 || e->expires_ms > (int64_t)JSON_INT_MAX) {
+		to_hex(id, STORE_ID_LEN, hex);
+		complain("warning: skipped entry %s: its times are out of range", hex);
+		x->refused++;
+		return 0;
+	}
 	to_hex(e->keyhash, STORE_KEYHASH_LEN, hex);
 	fprintf(x->out, "{\"key_hash\":\"%s\",\"query\":", hex);
 	put_json_bytes(x->out, e->query, e->query_len);
@@ -1597,6 +1606,8 @@ int cache_tool_main(int argc, char **argv)
 	struct opts o;
 	int rc;
 
+	/* a closed pipe (export - | head) is a write error, exit 1, not a signal */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
