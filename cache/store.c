@@ -326,8 +326,23 @@ static size_t free_pages(struct store *st, size_t *total)
 	return n;
 }
 
+static enum store_status put_record(struct store *st, const uint8_t id[STORE_ID_LEN],
+				    struct store_entry *e, int unless_newer);
+
 enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
 			    struct store_entry *e)
+{
+	return put_record(st, id, e, 0);
+}
+
+enum store_status store_put_unless_newer(struct store *st, const uint8_t id[STORE_ID_LEN],
+					 struct store_entry *e)
+{
+	return put_record(st, id, e, 1);
+}
+
+static enum store_status put_record(struct store *st, const uint8_t id[STORE_ID_LEN],
+				    struct store_entry *e, int unless_newer)
 {
 	MDB_val key = {STORE_ID_LEN, (void *)id};
 	MDB_val val;
@@ -356,6 +371,12 @@ enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
 	e->etag = XXH3_64bits(e->body, e->body_len);
 	if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
 		goto out;
+	if (unless_newer && mdb_get(txn, st->dbi, &key, &val) == 0 &&
+	    val.mv_size >= HEAD_LEN && get_u32(val.mv_data) == RECORD_MAGIC &&
+	    (int64_t)get_u64((const uint8_t *)val.mv_data + 8) > e->stored_ms) {
+		mdb_txn_abort(txn);
+		return STORE_NEWER;
+	}
 	val.mv_size = size;
 	val.mv_data = NULL;
 	/* MDB_RESERVE: LMDB hands us the space; we write the record in place. */

@@ -44,6 +44,7 @@ enum store_status {
 	STORE_FULL,    /* the map is full: evict, then retry */
 	STORE_INVALID, /* the entry given to store_put breaks a bound */
 	STORE_ERROR,   /* LMDB failed otherwise (see the log) */
+	STORE_NEWER,   /* store_put_unless_newer: a later answer is stored */
 };
 
 /* An entry. From store_get its pointers are borrowed from the view. */
@@ -97,6 +98,13 @@ void store_close(struct store *st);
  * ends with one.) */
 enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
 			    struct store_entry *e);
+
+/* store_put, unless the entry stored under `id` was stored later than
+ * e->stored_ms (STORE_NEWER, nothing written): decided inside the write
+ * transaction, so a newer answer stored meanwhile by a gateway is never
+ * replaced by an older one (cache import). */
+enum store_status store_put_unless_newer(struct store *st, const uint8_t id[STORE_ID_LEN],
+					 struct store_entry *e);
 
 /*
  * Looks `id` up. On STORE_OK, *view holds the read transaction and `e`

@@ -1106,20 +1106,10 @@ static void skip_line(struct import_ctx *c, unsigned long lineno, const char *wh
 static const char *import_put(struct import_ctx *c, struct import_entry *ie)
 {
 	uint8_t id[STORE_ID_LEN];
-	struct store_entry e, old;
-	struct store_view *view;
+	struct store_entry e;
 	enum store_status s = STORE_FULL;
 
 	store_entry_id(ie->keyhash, ie->query, ie->query_len, id);
-	if (store_get(c->st, id, &view, &old) == STORE_OK) {
-		int newer = old.stored_ms > ie->stored_ms;
-
-		store_view_release(view);
-		if (newer) {
-			c->kept++;
-			return NULL;
-		}
-	}
 	memset(&e, 0, sizeof(e));
 	e.stored_ms = ie->stored_ms;
 	e.expires_ms = ie->expires_ms;
@@ -1131,7 +1121,8 @@ static const char *import_put(struct import_ctx *c, struct import_entry *ie)
 	e.body = ie->body;
 	e.body_len = ie->body_len;
 	for (int attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
-		s = store_put(c->st, id, &e);
+		/* a later answer stored (by a gateway, perhaps meanwhile) is kept */
+		s = store_put_unless_newer(c->st, id, &e);
 		if (s != STORE_FULL)
 			break;
 		c->evicted += store_evict(c->st, now_ms(), EVICT_SCAN, NULL, NULL);
@@ -1139,6 +1130,9 @@ static const char *import_put(struct import_ctx *c, struct import_entry *ie)
 	switch (s) {
 	case STORE_OK:
 		c->imported++;
+		return NULL;
+	case STORE_NEWER:
+		c->kept++;
 		return NULL;
 	case STORE_FULL:
 		return "the cache is full even after evicting: it needs a larger "

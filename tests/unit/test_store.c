@@ -304,6 +304,31 @@ static void test_full_map_of_small_entries_evicts(void **state)
 	store_close(st);
 }
 
+static void test_put_unless_newer(void **state)
+{
+	struct store *st = open_store(MAP);
+	struct store_entry in, out;
+	struct store_view *view;
+	uint8_t id[STORE_ID_LEN];
+
+	(void)state;
+	make_entry(&in, "key-a", "days=30", "[\"new\"]", id);
+	in.stored_ms = 2000;
+	assert_int_equal(store_put(st, id, &in), STORE_OK);
+	make_entry(&in, "key-a", "days=30", "[\"old\"]", id);
+	in.stored_ms = 1000;
+	assert_int_equal(store_put_unless_newer(st, id, &in), STORE_NEWER);
+	assert_int_equal(store_get(st, id, &view, &out), STORE_OK);
+	assert_memory_equal(out.body, "[\"new\"]", 7);
+	store_view_release(view);
+	in.stored_ms = 3000; /* later: replaces */
+	assert_int_equal(store_put_unless_newer(st, id, &in), STORE_OK);
+	assert_int_equal(store_get(st, id, &view, &out), STORE_OK);
+	assert_memory_equal(out.body, "[\"old\"]", 7);
+	store_view_release(view);
+	store_close(st);
+}
+
 struct scan_seen {
 	int ok, corrupt;
 	size_t body_bytes;
@@ -397,6 +422,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_evict_expired_then_lru, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exclusive_and_bad_dirs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scan_and_open_existing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_unless_newer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_map_of_small_entries_evicts, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_foreign_lmdb_refused, setup, teardown),
