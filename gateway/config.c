@@ -307,14 +307,6 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 	case OPT_HOSTPORT:
 		return set_hostport((struct cg_addr *)(void *)field, name, value, err,
 				    err_size);
-	case OPT_SECONDS:
-		if (parse_u64(value, &n) != 0 || n > o->max) {
-			snprintf(err, err_size, "%s: '%s' is not a whole number of seconds "
-				 "from 0 to %llu", name, value, (unsigned long long)o->max);
-			return -1;
-		}
-		*(uint32_t *)(void *)field = (uint32_t)n;
-		return 0;
 	case OPT_FLAG:
 		if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 ||
 		    strcmp(value, "1") == 0 || strcmp(value, "on") == 0) {
@@ -350,19 +342,23 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 		}
 		return 0;
 	case OPT_TTL:
-		if (strcmp(value, "inherit") == 0 && strcmp(name, "ttl") != 0) {
+	case OPT_SECONDS: {
+		/* a TTL class may inherit --ttl; --ttl itself and plain seconds not */
+		int inherits = o->type == OPT_TTL && strcmp(name, "ttl") != 0;
+
+		if (inherits && strcmp(value, "inherit") == 0) {
 			*(uint32_t *)(void *)field = TTL_INHERIT;
 			return 0;
 		}
 		if (parse_u64(value, &n) != 0 || n > o->max) {
 			snprintf(err, err_size, "%s: '%s' is not a whole number of seconds "
 				 "from 0 to %llu%s", name, value,
-				 (unsigned long long)o->max,
-				 strcmp(name, "ttl") ? ", or inherit" : "");
+				 (unsigned long long)o->max, inherits ? ", or inherit" : "");
 			return -1;
 		}
 		*(uint32_t *)(void *)field = (uint32_t)n;
 		return 0;
+	}
 	case OPT_MS:
 	case OPT_COUNT:
 	case OPT_BYTES:
