@@ -24,6 +24,7 @@
 
 #include <assert.h>
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -36,7 +37,6 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
-#include <errno.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -580,15 +580,43 @@ static int64_t stale_allowance(const struct front *fr, int refusal)
 	return (int64_t)fr->cfg->stale_if_error_s * 1000;
 }
 
-static const char *refusal_detail(int refusal)
+/* What a refusal (flight_result.refusal) means to a client: its
+ * Cache-Status detail and, with nothing stored to stand in, its answer. */
+struct refusal {
+	int refusal;
+	const char *detail;
+	int status;          /* 0: not an answer of its own (stale-if-error) */
+	const char *error;
+	const char *message;
+	int retry_after;     /* send Retry-After */
+};
+
+static const struct refusal refusals[] = {
+	{ADMIT_RATE, "rate-limited", 429, "rate_limited",
+	 "the upstream request rate for this API key is used up; retry after "
+	 "Retry-After seconds", 1},
+	{ADMIT_BLOCKED, "upstream-rate-limited", 429, "rate_limited",
+	 "the vendor rate-limited this API key; retry after Retry-After seconds", 1},
+	{ADMIT_BREAKER, "breaker-open", 503, "upstream_unavailable",
+	 "the upstream is failing and the gateway has stopped asking it for a while "
+	 "(circuit breaker open)", 1},
+	{REFUSED_OFFLINE, "offline", 504, "offline",
+	 "the gateway is offline and holds no stored answer for this query", 0},
+	{REFUSED_SHUTDOWN, "stale-if-error", 503, "shutting_down",
+	 "the gateway is shutting down", 0},
+	{ADMIT_ABANDONED, "stale-if-error", 503, "abandoned", "the client left", 0},
+	/* REFUSED_START, and an upstream failure (refusal 0) */
+	{0, "stale-if-error", 502, "bad_gateway", "could not start the upstream request", 0},
+};
+
+static const struct refusal *refusal_of(int refusal)
 {
-	switch (refusal) {
-	case ADMIT_RATE: return "rate-limited";
-	case ADMIT_BLOCKED: return "upstream-rate-limited";
-	case ADMIT_BREAKER: return "breaker-open";
-	case REFUSED_OFFLINE: return "offline";
-	default: return "stale-if-error";
-	}
+	size_t i;
+
+	for (i = 0; i + 1 < sizeof(refusals) / sizeof(refusals[0]); i++)
+		if (refusals[i].refusal == refusal)
+			break;
+	return &refusals[i]; /* the last row stands for the rest */
 }
 
 static void add_retry_after(struct evhttp_request *req, int64_t ms)
@@ -597,48 +625,6 @@ static void add_retry_after(struct evhttp_request *req, int64_t ms)
 
 	snprintf(text, sizeof(text), "%" PRId64, ms <= 0 ? 1 : (ms + 999) / 1000);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", text);
-}
-
-/* Answers a request the gateway would not send upstream, with no stored
- * answer to stand in: 429, 503 or 504 with a JSON body. */
-static void reply_refused(struct evhttp_request *req, int refusal,
-			  int64_t retry_after_ms)
-{
-	switch (refusal) {
-	case ADMIT_RATE:
-		add_retry_after(req, retry_after_ms);
-		reply_error(req, 429, "rate_limited", NULL,
-			    "the upstream request rate for this API key is used up; "
-			    "retry after Retry-After seconds");
-		break;
-	case ADMIT_BLOCKED:
-		add_retry_after(req, retry_after_ms);
-		reply_error(req, 429, "rate_limited", NULL,
-			    "the vendor rate-limited this API key; retry after "
-			    "Retry-After seconds");
-		break;
-	case ADMIT_BREAKER:
-		add_retry_after(req, retry_after_ms);
-		reply_error(req, 503, "upstream_unavailable", NULL,
-			    "the upstream is failing and the gateway has stopped asking "
-			    "it for a while (circuit breaker open)");
-		break;
-	case REFUSED_OFFLINE:
-		reply_error(req, 504, "offline", NULL,
-			    "the gateway is offline and holds no stored answer for "
-			    "this query");
-		break;
-	case REFUSED_SHUTDOWN:
-		reply_error(req, 503, "shutting_down", NULL, "the gateway is shutting down");
-		break;
-	case ADMIT_ABANDONED: /* nobody is listening; this frees the request */
-		reply_error(req, 503, "abandoned", NULL, "the client left");
-		break;
-	default:
-		reply_error(req, 502, "bad_gateway", NULL,
-			    "could not start the upstream request");
-		break;
-	}
 }
 
 /* Answers one waiter from a landed flight. */
@@ -662,7 +648,7 @@ static void on_landed(const struct flight_result *r, void *arg, int collapsed)
 				      : resp->result == UPSTREAM_OK
 					      ? (int)resp->status
 					      : upstream_result_status(resp->result),
-			.detail = refusal_detail(r->refusal),
+			.detail = refusal_of(r->refusal)->detail,
 			.collapsed = collapsed,
 		};
 
@@ -671,10 +657,14 @@ static void on_landed(const struct flight_result *r, void *arg, int collapsed)
 	}
 	before_answer(fr, req);
 	if (resp == NULL) {
+		const struct refusal *why = refusal_of(r->refusal);
+
 		snprintf(status, sizeof(status), CACHE_STATUS_NAME "; detail=%s%s",
-			 refusal_detail(r->refusal), collapsed ? "; collapsed" : "");
+			 why->detail, collapsed ? "; collapsed" : "");
 		evhttp_add_header(out, "Cache-Status", status);
-		reply_refused(req, r->refusal, r->retry_after_ms);
+		if (why->retry_after)
+			add_retry_after(req, r->retry_after_ms);
+		reply_error(req, why->status, why->error, NULL, why->message);
 	} else if (resp->result != UPSTREAM_OK) {
 		int code = upstream_result_status(resp->result);
 
@@ -776,15 +766,21 @@ static void fetch_free(struct fetch *fc)
 	free(fc);
 }
 
-/* Lands a flight that never asked the upstream, for everyone, and frees
- * its fetch. */
-static void land_refused(struct fetch *fc, int refusal, int64_t retry_after_ms)
+/* Frees the fetch, then lands its flight with `r` for every waiter. */
+static void land(struct fetch *fc, const struct flight_result *r)
 {
-	struct flight_result r = {.refusal = refusal, .retry_after_ms = retry_after_ms};
 	struct flight *flight = fc->flight;
 
 	fetch_free(fc);
-	flight_land(flight, &r);
+	flight_land(flight, r);
+}
+
+/* Lands a flight that never asked the upstream. */
+static void land_refused(struct fetch *fc, int refusal, int64_t retry_after_ms)
+{
+	struct flight_result r = {.refusal = refusal, .retry_after_ms = retry_after_ms};
+
+	land(fc, &r);
 }
 
 static void on_fetched(const struct upstream_response *resp, void *arg);
@@ -922,7 +918,6 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 {
 	struct fetch *fc = arg;
 	struct flight_result r = {.resp = resp};
-	struct flight *flight;
 	int64_t mono = mono_ms(fc->fr);
 	enum admit_outcome outcome = ADMIT_OK;
 	int64_t retry_after = 0;
@@ -954,19 +949,10 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 			r.ttl_s = fc->ttl_s;
 		}
 	}
-	flight = fc->flight;
-	fetch_free(fc);
-	flight_land(flight, &r);
+	land(fc, &r);
 }
 
-/*
- * Opens the flight for `id` and its fetch, and asks admission: granted, the
- * request goes now; queued, it goes (or is refused) later; refused, the
- * flight lands at once. A background refresh (may_queue 0, no waiter yet)
- * is only ever granted or dropped. The caller joins its waiter, if any,
- * before calling fetch_begin. Returns the fetch, or NULL if it already
- * landed (refused at once).
- */
+/* Opens the flight for `id` and its fetch (not yet asked for). */
 static struct fetch *fetch_open(struct front *fr, const uint8_t id[STORE_ID_LEN],
 				const uint8_t keyhash[STORE_KEYHASH_LEN],
 				const struct query *q, const char *api_key)
@@ -988,6 +974,12 @@ static struct fetch *fetch_open(struct front *fr, const uint8_t id[STORE_ID_LEN]
 	return fc;
 }
 
+/*
+ * Asks admission for an opened fetch: granted, the request goes now;
+ * queued, it goes (or is refused) later; refused, the flight lands at once.
+ * A background refresh (may_queue 0, no waiter) is only granted or dropped.
+ * The caller joins its waiter, if any, before; the fetch may be gone after.
+ */
 static void fetch_begin(struct front *fr, struct fetch *fc, const uint8_t *caller,
 			int may_queue)
 {
@@ -1126,7 +1118,7 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 	struct query q;
 	struct query_error qerr;
 	uint8_t keyhash[STORE_KEYHASH_LEN], id[STORE_ID_LEN], callerbuf[STORE_KEYHASH_LEN];
-	const uint8_t *caller;
+	const uint8_t *caller = NULL;
 	struct serve_how how = {.max_stale_ms = -1};
 	enum served served = NOT_STORED;
 	int cc, offline;
@@ -1160,21 +1152,26 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 		how.max_stale_ms = (int64_t)fr->cfg->stale_while_revalidate_s * 1000;
 		how.detail = "stale-while-revalidate";
 	}
-	caller = caller_hash(fr, req, callerbuf);
 	if (!(cc & CC_NO_CACHE) || offline) {
+		int may_refresh = how.detail != NULL && !offline; /* SWR is on */
 		char key_copy[API_KEY_MAX + 1];
 
-		/* answering may free the request, and the key with it */
-		if (how.detail != NULL && !offline)
+		/* answering may free the request, its key and caller header with
+		 * it: what a refresh behind would need is taken first */
+		if (may_refresh) {
 			snprintf(key_copy, sizeof(key_copy), "%s", key);
+			caller = caller_hash(fr, req, callerbuf);
+		}
 		served = serve_stored(fr, req, id, &how);
 		if (served == SERVED) {
 			/* a stale answer within the window: refresh it behind */
-			if (how.served_stale && !offline)
+			if (how.served_stale && may_refresh)
 				refresh_behind(fr, id, keyhash, &q, key_copy, caller);
 			return;
 		}
 	}
+	if (caller == NULL)
+		caller = caller_hash(fr, req, callerbuf);
 	if (cc & CC_ONLY_IF_CACHED) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Status",
 				  CACHE_STATUS_NAME "; fwd=miss; detail=only-if-cached");
@@ -1352,17 +1349,15 @@ void front_abort_pending(struct front *fr)
 	fr->aborting = 1;
 	while (!LIST_EMPTY(&fr->fetches)) {
 		struct fetch *fc = LIST_FIRST(&fr->fetches);
-		struct flight *flight = fc->flight;
 		struct upstream_response resp;
 		struct flight_result r = {.resp = &resp};
 
 		if (fc->uf)
 			upstream_cancel(fc->uf);
-		fetch_free(fc); /* also out of the admission queue */
 		memset(&resp, 0, sizeof(resp));
 		resp.result = UPSTREAM_SHUTDOWN;
 		snprintf(resp.error, sizeof(resp.error), "the gateway is shutting down");
-		flight_land(flight, &r);
+		land(fc, &r); /* the fetch leaves the admission queue too */
 	}
 }
 
