@@ -166,7 +166,7 @@ static int64_t rate_retry_ms(struct admit *a, const struct admit_ticket *t,
 
 /*
  * Decides for one ticket. Returns 1 granted, 0 keep waiting, -1 refused
- * (*why, *retry set). `ahead`: tickets of its key queued before it.
+ * (*why, *retry set). `ahead`: tickets queued before it in its line.
  */
 static int decide(struct admit *a, struct admit_ticket *t, size_t ahead,
 		  int64_t now, enum admit_refusal *why, int64_t *retry)
@@ -241,12 +241,13 @@ int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
 	rc = decide(a, t, ahead, now_ms, why, retry_after_ms);
 	if (rc != 0)
 		return rc;
+	*retry_after_ms = rate_retry_ms(a, t, ahead, now_ms);
 	if (!may_queue || ahead >= (size_t)a->cfg.queue_limit ||
-	    rate_retry_ms(a, t, ahead, now_ms) > a->cfg.queue_timeout_ms) {
+	    *retry_after_ms > a->cfg.queue_timeout_ms) {
 		*why = ADMIT_RATE;
-		*retry_after_ms = rate_retry_ms(a, t, ahead, now_ms);
 		return -1;
 	}
+	*retry_after_ms = 0;
 	t->deadline_ms = now_ms + a->cfg.queue_timeout_ms;
 	t->state = T_QUEUED;
 	TAILQ_INSERT_TAIL(&a->queue, t, link);
@@ -255,12 +256,11 @@ int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
 	return 0;
 }
 
+/* Takes a ticket out of the queue; its state is the caller's to set. */
 static void unqueue(struct admit *a, struct admit_ticket *t)
 {
-	assert(t->state == T_QUEUED);
 	TAILQ_REMOVE(&a->queue, t, link);
 	a->n_queued--;
-	t->state = T_IDLE;
 }
 
 /*
@@ -286,6 +286,7 @@ static int pump_once(struct admit *a, int64_t now, int sweep, int64_t *wake)
 			w = token_wait(a, t, now);
 		if ((sweep || w == 0) && t->wanted && !t->wanted(t->arg)) {
 			unqueue(a, t);
+			t->state = T_IDLE;
 			t->refuse(t->arg, ADMIT_ABANDONED, 0);
 			return 1;
 		}
@@ -296,8 +297,7 @@ static int pump_once(struct admit *a, int64_t now, int sweep, int64_t *wake)
 			rc = -1;
 		}
 		if (rc != 0) {
-			TAILQ_REMOVE(&a->queue, t, link);
-			a->n_queued--;
+			unqueue(a, t); /* decide made a granted ticket T_GRANTED */
 			if (rc > 0) {
 				t->go(t->arg);
 			} else {
@@ -383,6 +383,7 @@ void admit_cancel(struct admit_ticket *t, int64_t now_ms)
 		return;
 	if (t->state == T_QUEUED) {
 		unqueue(t->a, t);
+		t->state = T_IDLE;
 		pump(t->a, now_ms);
 	} else if (t->state == T_GRANTED) {
 		admit_done(t, ADMIT_NOTHING, 0, now_ms);
