@@ -293,9 +293,10 @@ void store_close(struct store *st)
 /*
  * Pages the map can still give: those past the last one used plus those on
  * LMDB's free list (database 0; each value is a page list whose first word
- * is its length, as mdb_stat -f counts them). 0 if it cannot tell.
+ * is its length, as mdb_stat -f counts them), with the map's size and page
+ * size in pages and bytes. 0 (total 0) if it cannot tell.
  */
-static size_t free_pages(struct store *st, size_t *total)
+static size_t free_pages(struct store *st, size_t *total, size_t *psize)
 {
 	MDB_envinfo info;
 	MDB_stat ms;
@@ -305,9 +306,11 @@ static size_t free_pages(struct store *st, size_t *total)
 	size_t n;
 
 	*total = 0;
+	*psize = 4096;
 	if (mdb_env_info(st->env, &info) != 0 || mdb_env_stat(st->env, &ms) != 0 ||
 	    ms.ms_psize == 0)
 		return 0;
+	*psize = ms.ms_psize;
 	*total = info.me_mapsize / ms.ms_psize;
 	n = *total > info.me_last_pgno + 1 ? *total - (info.me_last_pgno + 1) : 0;
 	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
@@ -324,21 +327,6 @@ static size_t free_pages(struct store *st, size_t *total)
 	}
 	mdb_txn_abort(txn);
 	return n;
-}
-
-static enum store_status put_record(struct store *st, const uint8_t id[STORE_ID_LEN],
-				    struct store_entry *e, int unless_newer);
-
-enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
-			    struct store_entry *e)
-{
-	return put_record(st, id, e, 0);
-}
-
-enum store_status store_put_unless_newer(struct store *st, const uint8_t id[STORE_ID_LEN],
-					 struct store_entry *e)
-{
-	return put_record(st, id, e, 1);
 }
 
 static enum store_status put_record(struct store *st, const uint8_t id[STORE_ID_LEN],
@@ -359,12 +347,9 @@ static enum store_status put_record(struct store *st, const uint8_t id[STORE_ID_
 	{
 		/* keep headroom: on a map with none left, LMDB cannot even delete
 		 * (deletes copy pages too), and eviction would be stuck */
-		size_t total, avail = free_pages(st, &total), psize = 4096;
+		size_t total, psize, avail = free_pages(st, &total, &psize);
 		size_t headroom = total / 16 < HEADROOM_PAGES ? total / 16 : HEADROOM_PAGES;
-		MDB_stat ms;
 
-		if (mdb_env_stat(st->env, &ms) == 0 && ms.ms_psize)
-			psize = ms.ms_psize;
 		if (total && avail < size / psize + RECORD_PAGES + headroom)
 			return STORE_FULL;
 	}
@@ -410,6 +395,18 @@ out:
 	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL)
 		return STORE_FULL;
 	return rc == 0 ? STORE_OK : STORE_ERROR;
+}
+
+enum store_status store_put(struct store *st, const uint8_t id[STORE_ID_LEN],
+			    struct store_entry *e)
+{
+	return put_record(st, id, e, 0);
+}
+
+enum store_status store_put_unless_newer(struct store *st, const uint8_t id[STORE_ID_LEN],
+					 struct store_entry *e)
+{
+	return put_record(st, id, e, 1);
 }
 
 /* Checks a record and fills `e` with pointers into it. */
