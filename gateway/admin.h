@@ -20,6 +20,7 @@
 #define CG_GATEWAY_ADMIN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct cg_config;
@@ -39,6 +40,11 @@ struct admin *admin_new(struct event_base *base, const struct cg_config *cfg,
 
 /* The port it listens on (for --admin-listen HOST:0). */
 unsigned admin_port(const struct admin *ad);
+
+/* Does `presented` (len bytes) hash to `want`, the SHA-256 of the token?
+ * Compares fixed-length digests in constant time (CRYPTO_memcmp), so the
+ * time taken tells neither the token's length nor a matching prefix. */
+int admin_token_matches(const uint8_t want[32], const char *presented, size_t len);
 
 /* Stops listening and frees it. NULL is a no-op. */
 void admin_free(struct admin *ad);

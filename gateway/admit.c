@@ -150,7 +150,34 @@ static size_t ahead_of(const struct admit *a, const struct admit_ticket *t,
 	return n;
 }
 
-/* A retry-after (ms) for a refused RATE ticket: its tokens plus one more
+const char *admit_limit_name(enum admit_refusal why)
+{
+	switch (why) {
+	case ADMIT_KEY_RATE: return "key_rate";
+	case ADMIT_CALLER_QUOTA: return "caller_quota";
+	case ADMIT_QUEUE_FULL: return "queue_full";
+	case ADMIT_QUEUE_TIMEOUT: return "queue_timeout";
+	case ADMIT_BLOCKED: return "vendor_429";
+	case ADMIT_BREAKER: return "breaker";
+	case ADMIT_ABANDONED: break;
+	}
+	return "abandoned";
+}
+
+/* Which bucket keeps t waiting: its caller's when that one's wait is the
+ * longer, else its key's; a ticket with both tokens there waits for a
+ * concurrency slot, which only a queue place could have given it. */
+static enum admit_refusal bucket_limit(struct admit *a, const struct admit_ticket *t,
+				       int64_t now)
+{
+	int64_t wk = limit_wait_ms(a->keys, t->key, now);
+
+	if (t->has_caller && a->callers && limit_wait_ms(a->callers, t->caller, now) > wk)
+		return ADMIT_CALLER_QUOTA;
+	return wk > 0 ? ADMIT_KEY_RATE : ADMIT_QUEUE_FULL;
+}
+
+/* A retry-after (ms) for a refused rate-limited ticket: its tokens plus one more
  * per ticket already queued in its line, at the slower of its two rates. */
 static int64_t rate_retry_ms(struct admit *a, const struct admit_ticket *t,
 			     size_t ahead, int64_t now)
@@ -244,7 +271,14 @@ int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
 	*retry_after_ms = rate_retry_ms(a, t, ahead, now_ms);
 	if (!may_queue || ahead >= (size_t)a->cfg.queue_limit ||
 	    *retry_after_ms > a->cfg.queue_timeout_ms) {
-		*why = ADMIT_RATE;
+		/* first in its line: the bucket is the limit it met; behind
+		 * others: the queue, full or too slow to wait in */
+		if (!may_queue || ahead == 0)
+			*why = bucket_limit(a, t, now_ms);
+		else if (ahead >= (size_t)a->cfg.queue_limit)
+			*why = ADMIT_QUEUE_FULL;
+		else
+			*why = ADMIT_QUEUE_TIMEOUT;
 		return -1;
 	}
 	*retry_after_ms = 0;
@@ -276,7 +310,7 @@ static int pump_once(struct admit *a, int64_t now, int sweep, int64_t *wake)
 	struct admit_ticket *t;
 
 	TAILQ_FOREACH(t, &a->queue, link) {
-		enum admit_refusal why = ADMIT_RATE;
+		enum admit_refusal why = ADMIT_QUEUE_TIMEOUT;
 		int64_t retry = 0, w = -1;
 		size_t ahead;
 		int rc;
@@ -292,7 +326,7 @@ static int pump_once(struct admit *a, int64_t now, int sweep, int64_t *wake)
 		}
 		rc = decide(a, t, ahead, now, &why, &retry);
 		if (rc == 0 && now >= t->deadline_ms) {
-			why = ADMIT_RATE;
+			why = ADMIT_QUEUE_TIMEOUT;
 			retry = rate_retry_ms(a, t, ahead, now);
 			rc = -1;
 		}

@@ -15,8 +15,9 @@
  * Otherwise it waits in one FIFO queue (at most --queue-limit per key and
  * caller, each
  * until its deadline, --queue-timeout after it asked) or, when the wait could
- * not end in time, is refused at once: ADMIT_RATE with an honest retry-after
- * (from the bucket and the fetches queued ahead), ADMIT_BLOCKED with what is
+ * not end in time, is refused at once: ADMIT_KEY_RATE, ADMIT_CALLER_QUOTA,
+ * ADMIT_QUEUE_FULL or ADMIT_QUEUE_TIMEOUT with an honest retry-after (from
+ * the bucket and the fetches queued ahead), ADMIT_BLOCKED with what is
  * left of the vendor's Retry-After, ADMIT_BREAKER with what is left of the
  * cool-down. Coalesced waiters and cached answers never come here, so they
  * cost nothing.
@@ -29,7 +30,8 @@
  * called for a queued ticket, unless it is cancelled first. While queued, the
  * ticket's `wanted` callback is asked at least once a second and before it
  * is granted; a ticket nobody wants any more (every client left) is refused
- * with ADMIT_ABANDONED and costs no token.
+ * with ADMIT_ABANDONED and costs no token. A queued ticket whose deadline
+ * passes is refused with ADMIT_QUEUE_TIMEOUT.
  *
  * Callbacks run from the admit timer or from admit_done/admit_cancel; they
  * may call back into admit (a refused fetch's owner may ask again, a granted
@@ -73,12 +75,21 @@ struct admit_config {
 	int64_t breaker_cooldown_ms;
 };
 
+/* Why a fetch may not go upstream; each names one limit (admit_limit_name)
+ * so that a client is told which one it met. */
 enum admit_refusal {
-	ADMIT_RATE = 1,  /* no token in time or the key's queue is full: 429 */
-	ADMIT_BLOCKED,   /* the vendor said 429 for this key: 429 */
-	ADMIT_BREAKER,   /* the upstream's breaker is open: 503 */
-	ADMIT_ABANDONED, /* every client waiting for it left */
+	ADMIT_KEY_RATE = 1,  /* the API key's bucket has no token in time: 429 */
+	ADMIT_CALLER_QUOTA,  /* the caller's bucket has no token in time: 429 */
+	ADMIT_QUEUE_FULL,    /* --queue-limit fetches of this line wait already: 429 */
+	ADMIT_QUEUE_TIMEOUT, /* it waited --queue-timeout, or would have to: 429 */
+	ADMIT_BLOCKED,       /* the vendor said 429 for this key: 429 */
+	ADMIT_BREAKER,       /* the upstream's breaker is open: 503 */
+	ADMIT_ABANDONED,     /* every client waiting for it left */
 };
+
+/* "key_rate", "caller_quota", "queue_full", "queue_timeout", "vendor_429",
+ * "breaker", "abandoned": the names clients and metrics see. */
+const char *admit_limit_name(enum admit_refusal why);
 
 /* How a granted fetch ended, for the breaker and the buckets. */
 enum admit_outcome {
@@ -121,8 +132,7 @@ void admit_free(struct admit *a);
  * Asks for a fetch under API key hash `key` and optional caller hash `caller`
  * (NULL: none), both borrowed. Returns 1: granted now (the fetch may start;
  * no callback will come); 0: queued (go, refuse and wanted will be called,
- * with arg); -1: refused now, *why and *retry_after_ms (>= 1 for RATE,
- * BLOCKED and BREAKER) say why. With may_queue 0 the answer is 1 or -1.
+ * with arg); -1: refused now, *why and *retry_after_ms (>= 1) say why. With may_queue 0 the answer is 1 or -1.
  */
 int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
 	      const uint8_t *caller, int may_queue, admit_go_fn go,

@@ -31,6 +31,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <inttypes.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -207,9 +208,11 @@ static void head_length(struct evhttp_request *req, size_t len)
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", text);
 }
 
-/* Answers `req` with `code` and a JSON error body. Always answers. */
-static void reply_error(struct evhttp_request *req, int code, const char *error,
-			const char *parameter, const char *message)
+/* Answers `req` with `code` and a JSON error body {"error", [field_name:
+ * field_value,] "message"}. Always answers. */
+static void reply_json_error(struct evhttp_request *req, int code, const char *error,
+			     const char *field_name, const char *field_value,
+			     const char *message)
 {
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	struct evbuffer *body = evbuffer_new();
@@ -219,8 +222,8 @@ static void reply_error(struct evhttp_request *req, int code, const char *error,
 	if (body == NULL || obj == NULL)
 		abort();
 	cJSON_AddStringToObject(obj, "error", error);
-	if (parameter)
-		cJSON_AddStringToObject(obj, "parameter", parameter);
+	if (field_name && field_value)
+		cJSON_AddStringToObject(obj, field_name, field_value);
 	cJSON_AddStringToObject(obj, "message", message);
 	text = cJSON_PrintUnformatted(obj);
 	if (text == NULL)
@@ -233,6 +236,13 @@ static void reply_error(struct evhttp_request *req, int code, const char *error,
 	cJSON_free(text);
 	cJSON_Delete(obj);
 	evbuffer_free(body);
+}
+
+/* An error naming the query parameter at fault (NULL: none). */
+static void reply_error(struct evhttp_request *req, int code, const char *error,
+			const char *parameter, const char *message)
+{
+	reply_json_error(req, code, error, "parameter", parameter, message);
 }
 
 /* The slot of the connection a request arrived on, or NULL if untracked. */
@@ -508,30 +518,29 @@ static enum served serve_stored(struct front *fr, struct evhttp_request *req,
 	enum store_status st = store_get(fr->store, id, &view, &e);
 	int64_t now = now_ms(fr), ttl;
 	struct evbuffer *body;
-	int n;
+	int n, stale;
 
 	if (st == STORE_CORRUPT) {
-		cglog(CGLOG_WARN, "cache: a stored record failed its checksum; "
-		      "deleted, fetching again");
+		cglog(CGLOG_ERROR, "cache: a stored record failed its checksum "
+		      "(damaged on disk); deleted, fetching it again");
 		store_delete(fr->store, id);
 		return NOT_STORED;
 	}
 	if (st != STORE_OK)
 		return NOT_STORED;
-	if (e.expires_ms <= now &&
-	    (how->max_stale_ms < 0 || now - e.expires_ms >= how->max_stale_ms)) {
+	stale = ttl_is_stale(e.expires_ms, now);
+	if (stale && (how->max_stale_ms < 0 || now - e.expires_ms >= how->max_stale_ms)) {
 		store_view_release(view);
 		return TOO_STALE;
 	}
 	lru_touch(fr, id, now);
 	before_answer(fr, req);
-	how->served_stale = e.expires_ms <= now;
+	how->served_stale = stale;
 	format_etag(etag, e.etag);
 	memcpy(ctype, e.content_type, e.content_type_len);
 	ctype[e.content_type_len] = '\0';
 	/* RFC 9211: ttl is negative once stale; fwd says the upstream was asked */
-	ttl = e.expires_ms > now ? (e.expires_ms - now) / 1000
-				 : -((now - e.expires_ms + 999) / 1000);
+	ttl = ttl_left_s(e.expires_ms, now);
 	if (how->fwd_status)
 		n = snprintf(status, sizeof(status),
 			     CACHE_STATUS_NAME "; fwd=stale; fwd-status=%d; ttl=%" PRId64,
@@ -539,7 +548,7 @@ static enum served serve_stored(struct front *fr, struct evhttp_request *req,
 	else
 		n = snprintf(status, sizeof(status), CACHE_STATUS_NAME "; hit; ttl=%" PRId64,
 			     ttl);
-	if (e.expires_ms <= now && how->detail)
+	if (stale && how->detail)
 		n += snprintf(status + n, sizeof(status) - (size_t)n, "; detail=%s",
 			      how->detail);
 	if (how->collapsed)
@@ -588,12 +597,22 @@ struct refusal {
 	int status;          /* 0: not an answer of its own (stale-if-error) */
 	const char *error;
 	const char *message;
-	int retry_after;     /* send Retry-After */
+	int limited;         /* a limit refused it: name it, Retry-After and
+			      * the RateLimit headers describe it */
 };
 
 static const struct refusal refusals[] = {
-	{ADMIT_RATE, "rate-limited", 429, "rate_limited",
+	{ADMIT_KEY_RATE, "rate-limited", 429, "rate_limited",
 	 "the upstream request rate for this API key is used up; retry after "
+	 "Retry-After seconds", 1},
+	{ADMIT_CALLER_QUOTA, "rate-limited", 429, "rate_limited",
+	 "this caller's own upstream request quota is used up (other callers of the "
+	 "key are not affected); retry after Retry-After seconds", 1},
+	{ADMIT_QUEUE_FULL, "rate-limited", 429, "rate_limited",
+	 "too many requests for this API key are already waiting for an upstream "
+	 "slot; retry after Retry-After seconds", 1},
+	{ADMIT_QUEUE_TIMEOUT, "rate-limited", 429, "rate_limited",
+	 "no upstream slot for this API key within the queue timeout; retry after "
 	 "Retry-After seconds", 1},
 	{ADMIT_BLOCKED, "upstream-rate-limited", 429, "rate_limited",
 	 "the vendor rate-limited this API key; retry after Retry-After seconds", 1},
@@ -619,12 +638,59 @@ static const struct refusal *refusal_of(int refusal)
 	return &refusals[i]; /* the last row stands for the rest */
 }
 
+/* Whole seconds to wait, rounded up, at least 1. */
+static int64_t wait_seconds(int64_t ms)
+{
+	return ms <= 0 ? 1 : (ms + 999) / 1000;
+}
+
 static void add_retry_after(struct evhttp_request *req, int64_t ms)
 {
 	char text[24];
 
-	snprintf(text, sizeof(text), "%" PRId64, ms <= 0 ? 1 : (ms + 999) / 1000);
+	snprintf(text, sizeof(text), "%" PRId64, wait_seconds(ms));
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", text);
+}
+
+/*
+ * Retry-After and the RateLimit-Policy / RateLimit fields (IETF httpapi
+ * rate-limit headers, draft 10) for a refusal by `why`: the policy is named
+ * after the limit, q/w say its quota per window (the bucket's burst and the
+ * time it takes to refill it; the queue drains at its key's rate; a vendor
+ * block or an open breaker allow nothing, q=0, for their time), and
+ * RateLimit says none is left (r=0) until t seconds from now.
+ */
+static void add_limit_headers(struct front *fr, struct evhttp_request *req,
+			      enum admit_refusal why, int64_t retry_ms)
+{
+	const struct cg_config *cfg = fr->cfg;
+	const char *name = admit_limit_name(why);
+	int64_t t = wait_seconds(retry_ms), q = 0, w;
+	char text[96];
+
+	switch (why) {
+	case ADMIT_CALLER_QUOTA:
+		q = cfg->caller_burst;
+		w = (int64_t)ceil((double)cfg->caller_burst / cfg->caller_rate);
+		break;
+	case ADMIT_KEY_RATE:
+	case ADMIT_QUEUE_FULL:
+	case ADMIT_QUEUE_TIMEOUT:
+		q = cfg->upstream_burst;
+		w = (int64_t)ceil((double)cfg->upstream_burst / cfg->upstream_rate);
+		break;
+	case ADMIT_BREAKER:
+		w = wait_seconds(cfg->breaker_cooldown_ms);
+		break;
+	default: /* a vendor block: what is left of it */
+		w = t;
+		break;
+	}
+	add_retry_after(req, retry_ms);
+	snprintf(text, sizeof(text), "\"%s\";q=%" PRId64 ";w=%" PRId64, name, q, w < 1 ? 1 : w);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "RateLimit-Policy", text);
+	snprintf(text, sizeof(text), "\"%s\";r=0;t=%" PRId64, name, t);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "RateLimit", text);
 }
 
 /* Answers one waiter from a landed flight. */
@@ -662,9 +728,15 @@ static void on_landed(const struct flight_result *r, void *arg, int collapsed)
 		snprintf(status, sizeof(status), CACHE_STATUS_NAME "; detail=%s%s",
 			 why->detail, collapsed ? "; collapsed" : "");
 		evhttp_add_header(out, "Cache-Status", status);
-		if (why->retry_after)
-			add_retry_after(req, r->retry_after_ms);
-		reply_error(req, why->status, why->error, NULL, why->message);
+		if (why->limited) {
+			add_limit_headers(fr, req, (enum admit_refusal)r->refusal,
+					  r->retry_after_ms);
+			reply_json_error(req, why->status, why->error, "limit",
+					 admit_limit_name((enum admit_refusal)r->refusal),
+					 why->message);
+		} else {
+			reply_error(req, why->status, why->error, NULL, why->message);
+		}
 	} else if (resp->result != UPSTREAM_OK) {
 		int code = upstream_result_status(resp->result);
 
@@ -746,7 +818,7 @@ static int store_answer(struct front *fr, struct fetch *fc,
 		      store_evict(fr->store, now, EVICT_SCAN, lru_last_used, fr));
 	}
 	if (st != STORE_OK) {
-		cglog(CGLOG_WARN, "cache: could not store a %zu-byte answer (%d)",
+		cglog(CGLOG_ERROR, "cache: could not store a %zu-byte answer (%d)",
 		      e.body_len, (int)st);
 		return 0;
 	}
@@ -983,7 +1055,7 @@ static struct fetch *fetch_open(struct front *fr, const uint8_t id[STORE_ID_LEN]
 static void fetch_begin(struct front *fr, struct fetch *fc, const uint8_t *caller,
 			int may_queue)
 {
-	enum admit_refusal why = ADMIT_RATE;
+	enum admit_refusal why = ADMIT_KEY_RATE;
 	int64_t retry = 0;
 	int rc;
 

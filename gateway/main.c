@@ -57,7 +57,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	app->aborted = 1;
-	cglog(CGLOG_WARN, "shutdown timeout: answering %zu in-flight request(s) 503",
+	cglog(CGLOG_ERROR, "shutdown timeout: answering %zu in-flight request(s) 503",
 	      front_in_flight(app->front));
 	event_add(app->deadline, &grace);
 	front_abort_pending(app->front); /* on_drained runs once they are written */
@@ -72,7 +72,8 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (store_sync(app->store) != 0)
-		cglog(CGLOG_WARN, "cache: sync to disk failed");
+		cglog(CGLOG_ERROR, "cache: sync to disk failed: answers stored since the "
+		      "last sync would not survive a power loss");
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)

@@ -38,3 +38,22 @@ int64_t ttl_expires_ms(const struct ttl_policy *p, const struct query *q,
 {
 	return now_ms + (int64_t)ttl_seconds(p, q) * 1000;
 }
+
+int ttl_is_stale(int64_t expires_ms, int64_t now_ms)
+{
+	return now_ms >= expires_ms;
+}
+
+int64_t ttl_left_s(int64_t expires_ms, int64_t now_ms)
+{
+	int64_t d;
+
+	if (!ttl_is_stale(expires_ms, now_ms)) {
+		if (__builtin_sub_overflow(expires_ms, now_ms, &d))
+			return INT64_MAX / 1000; /* absurd times: saturate */
+		return d / 1000;
+	}
+	if (__builtin_sub_overflow(now_ms, expires_ms, &d))
+		return INT64_MIN / 1000;
+	return -(d / 1000) - 1;
+}

@@ -46,4 +46,20 @@ uint32_t ttl_seconds(const struct ttl_policy *p, const struct query *q);
 int64_t ttl_expires_ms(const struct ttl_policy *p, const struct query *q,
 		       int64_t now_ms);
 
+/*
+ * The one freshness boundary, used by every reader of a stored answer: an
+ * answer is fresh while now_ms < expires_ms and stale from expires_ms on
+ * (its expiry millisecond included).
+ */
+int ttl_is_stale(int64_t expires_ms, int64_t now_ms);
+
+/*
+ * The answer's remaining freshness in whole seconds, as Cache-Status's ttl
+ * (RFC 9211) and the cache tools show it: fresh answers count down to 0
+ * (rounded down); stale ones are negative from the first stale millisecond
+ * on: -1 during the first second past expiry, -2 during the next, ... So
+ * ttl <= -1 exactly when ttl_is_stale().
+ */
+int64_t ttl_left_s(int64_t expires_ms, int64_t now_ms);
+
 #endif

@@ -254,6 +254,43 @@ def a_corrupted_record_is_refused_and_fetched_again():
 
 
 @run.test
+def log_level_error_still_logs_damage():
+    """Issue 16: `--log-level error` printed nothing, because nothing logged
+    at error. A damaged record is an error, and nothing below error shows."""
+    d = h.tmpdir("corrupt-errlevel")
+    g = h.start_gateway(a, sim.port, cache_dir=d)
+    good = get("days=42&limit=1", port=g.port)
+    h.stop_gateway(g)
+    marker = good.json()[0]["id"].encode()
+    with open(os.path.join(d, "data.mdb"), "r+b") as f:
+        data = f.read()
+        at = data.find(marker)
+        assert at >= 0
+        f.seek(at)
+        f.write(b"X")
+    port = h.free_port()
+    g = h.Proc(h.WRAP + [a.gateway, "--listen", "127.0.0.1:%d" % port, "--upstream",
+                         "http://127.0.0.1:%d" % sim.port, "--cache-dir", d,
+                         "--log-level", "error"] + h.UNPROTECTED, "gateway", wait_listen=False)
+    try:
+        def up():
+            try:
+                return h.request(port, "/healthz").status == 200
+            except OSError:
+                return False
+
+        h.eventually(up, what="the gateway up")
+        r = get("days=42&limit=1", port=port)
+        assert r.body == good.body and "fwd=miss" in r.header("cache-status")
+        h.eventually(lambda: " error cache: a stored record failed its checksum" in g.read_log(),
+                     what="the checksum error line")
+        for level in (" warn ", " info ", " debug "):
+            assert level not in g.read_log(), (level, g.read_log())
+    finally:
+        h.stop_gateway(g)
+
+
+@run.test
 def clean_exit():
     h.stop_gateway(gw)
     assert sim.stop() == 0, sim.read_log()[-2000:]

@@ -27,6 +27,7 @@ Every gateway here runs with protect=True and sets what it tests.
 import email.utils
 import http.server
 import json
+import re
 import socket
 import threading
 import time
@@ -77,10 +78,28 @@ def retry_after(r, lo=1, hi=None):
     return n
 
 
-def rate_limited(r, hi=None):
-    """The gateway's own 429: JSON rate_limited + an integer Retry-After."""
+LIMITS = ("key_rate", "caller_quota", "queue_full", "queue_timeout", "vendor_429")
+
+
+def rate_limited(r, hi=None, limit=None):
+    """The gateway's own 429: JSON rate_limited naming the limit it met (one
+    of LIMITS; `limit` if given), an integer Retry-After, and RateLimit-Policy
+    / RateLimit fields (IETF draft) for that limit, saying none is left until
+    Retry-After seconds from now."""
     h.json_error(r, 429, "rate_limited")
-    return retry_after(r, 1, hi)
+    body = r.json()
+    assert body.get("limit") in LIMITS, ("no limit named", body)
+    if limit is not None:
+        assert body["limit"] == limit, (limit, body)
+    ra = retry_after(r, 1, hi)
+    name = body["limit"]
+    pol = r.header("ratelimit-policy") or ""
+    m = re.fullmatch(r'"%s";q=(\d+);w=(\d+)' % name, pol)
+    assert m and int(m.group(2)) >= 1, ("RateLimit-Policy", pol, r.headers)
+    if name == "vendor_429":
+        assert m.group(1) == "0", pol
+    assert r.header("ratelimit") == '"%s";r=0;t=%d' % (name, ra), r.headers
+    return ra
 
 
 def stale(r, detail, body=None):
@@ -263,7 +282,7 @@ def a_wait_past_the_queue_timeout_is_429_at_once_or_stale():
     first = h.contacts(g.port, "days=21")  # takes the only token
     assert first.status == 200, first
     r, took = timed(h.contacts, g.port, "days=22")
-    ra = rate_limited(r, hi=2)
+    ra = rate_limited(r, hi=2, limit="key_rate")
     assert took < 0.5 * h.SLOW, "the 429 took %.2fs (queue timeout 300 ms)" % took
     assert h.sim_total(sim) == 1
     # honest: after Retry-After seconds a token is there
@@ -289,7 +308,7 @@ def a_full_queue_is_429_at_once_and_the_queue_is_fifo():
     q2 = raw_send(g.port, "days=26")
     time.sleep(0.1)
     r, took = timed(h.contacts, g.port, "days=27")  # a third in the queue: full
-    rate_limited(r)
+    rate_limited(r, limit="queue_full")
     assert took < 0.5 * h.SLOW, took
     assert raw_read_status(q1, 5 * h.SLOW) == 200
     assert raw_read_status(q2, 5 * h.SLOW) == 200
@@ -330,7 +349,7 @@ def a_queued_miss_is_refused_at_its_deadline():
         slow = h.Background(lambda: h.contacts(g.port, "days=39", timeout=30))
         h.eventually(lambda: stats()["in_flight"] == 1, what="the slow fetch started")
         r, took = timed(h.contacts, g.port, "days=40")
-        rate_limited(r)
+        rate_limited(r, limit="queue_timeout")
         assert 0.35 <= took < 1.2 * h.SLOW, "refused after %.2fs (queue timeout 400 ms)" % took
         assert slow.result(30).status == 200
     finally:
@@ -364,7 +383,7 @@ def vendor_429_blocks_only_its_key_for_retry_after():
     i = 0
     while time.time() < blocked_at + RA - 0.5:
         i += 1
-        rate_limited(h.contacts(g.port, "days=%d" % (42 + i)), hi=RA)
+        rate_limited(h.contacts(g.port, "days=%d" % (42 + i)), hi=RA, limit="vendor_429")
         rb = h.contacts(g.port, "days=%d" % (42 + i), key=h.KEY_B)  # not blocked
         assert rb.status == 200 and "fwd=miss" in rb.header("cache-status"), rb
         time.sleep(0.1)
@@ -587,7 +606,7 @@ def a_noisy_caller_cannot_use_up_the_key():
     assert get("days=81", "noisy").status == 200
     hit = get("days=81", "noisy")  # a hit costs nothing
     assert hit.status == 200 and "hit" in hit.header("cache-status"), hit
-    ra = rate_limited(get("days=82", "noisy"), hi=2)
+    ra = rate_limited(get("days=82", "noisy"), hi=2, limit="caller_quota")
     assert h.sim_total(sim) == 1
     r = get("days=83", "quiet")
     assert r.status == 200 and r.body == vendor("days=83").body, r

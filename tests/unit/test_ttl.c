@@ -58,11 +58,33 @@ static void test_inherit_and_zero(void **state)
 			 (INT64_C(1) << 40) + (int64_t)TTL_MAX_S * 1000);
 }
 
+/* Issue 16: an answer served at exactly its expiry millisecond said ttl=0
+ * while being treated as stale. One boundary: stale iff ttl <= -1. */
+static void test_freshness_boundary(void **state)
+{
+	const int64_t exp = 61000;
+
+	(void)state;
+	assert_false(ttl_is_stale(exp, exp - 1));
+	assert_int_equal(ttl_left_s(exp, exp - 1), 0);
+	assert_int_equal(ttl_left_s(exp, exp - 1000), 1);
+	assert_int_equal(ttl_left_s(exp, exp - 60000), 60);
+	assert_true(ttl_is_stale(exp, exp));
+	assert_int_equal(ttl_left_s(exp, exp), -1);
+	assert_int_equal(ttl_left_s(exp, exp + 999), -1);
+	assert_int_equal(ttl_left_s(exp, exp + 1000), -2);
+	for (int64_t now = exp - 3000; now < exp + 3000; now++)
+		assert_int_equal(ttl_is_stale(exp, now), ttl_left_s(exp, now) <= -1);
+	assert_true(ttl_left_s(INT64_MIN + 5, INT64_MAX) < 0); /* no overflow */
+	assert_true(ttl_left_s(INT64_MAX, INT64_MIN) > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_classes),
 		cmocka_unit_test(test_inherit_and_zero),
+		cmocka_unit_test(test_freshness_boundary),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
