@@ -31,6 +31,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "policy/check.h"
+
 #define STORE_MAGIC 0x53544f52u
 #define VIEW_MAGIC 0x56494557u
 #define RECORD_MAGIC 0x31524743u /* "CGR1" little-endian */
@@ -72,10 +74,18 @@ static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return
  * profile. One context per thread, so several loops can hash at once.
  */
 static EVP_MD *sha256_md;
+static pthread_key_t sha256_key; /* frees a thread's context when it exits */
+
+static void sha256_ctx_free(void *ctx)
+{
+	EVP_MD_CTX_free(ctx);
+}
 
 static void sha256_fetch(void)
 {
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (pthread_key_create(&sha256_key, sha256_ctx_free) != 0)
+		abort();
 }
 
 static void sha256_parts(const void *a, size_t a_len, const void *b, size_t b_len,
@@ -89,8 +99,10 @@ static void sha256_parts(const void *a, size_t a_len, const void *b, size_t b_le
 	pthread_once(&once, sha256_fetch);
 	if ((md = sha256_md) == NULL)
 		abort();
-	if (ctx == NULL && (ctx = EVP_MD_CTX_new()) == NULL)
-		abort();
+	if (ctx == NULL) {
+		if ((ctx = EVP_MD_CTX_new()) == NULL || pthread_setspecific(sha256_key, ctx) != 0)
+			abort();
+	}
 	if (EVP_DigestInit_ex(ctx, md, NULL) != 1 || EVP_DigestUpdate(ctx, a, a_len) != 1 ||
 	    (b_len && EVP_DigestUpdate(ctx, b, b_len) != 1) ||
 	    EVP_DigestFinal_ex(ctx, out, &len) != 1 || len != 32)
@@ -684,4 +696,182 @@ size_t store_count(struct store *st)
 		n = ms.ms_entries;
 	mdb_txn_abort(txn);
 	return n;
+}
+
+/* ---- readers ---- */
+
+#define READER_MAGIC 0x52445252u
+#define SNAP_MAGIC 0x534e4150u
+
+struct store_snap {
+	unsigned magic;
+	struct store_reader *r;
+	MDB_txn *txn;       /* active while in use or pinned; reset while spare */
+	size_t txnid;
+	unsigned refs;      /* pins */
+	int64_t retired_ms; /* when first seen overtaken (0: not yet) */
+	struct store_snap *next; /* on r->pinned or r->spare */
+};
+
+struct store_reader {
+	unsigned magic;
+	struct store *st;
+	struct store_snap *cur;    /* the lookup in progress, or NULL */
+	struct store_snap *pinned; /* done with, still pinned */
+	struct store_snap *spare;  /* reset, ready to renew */
+	size_t n_spare;
+};
+
+struct store_reader *store_reader_new(struct store *st)
+{
+	struct store_reader *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		abort();
+	CHECK_OBJ_NOTNULL(st, STORE_MAGIC);
+	r->magic = READER_MAGIC;
+	r->st = st;
+	return r;
+}
+
+static void snap_destroy(struct store_snap *s)
+{
+	mdb_txn_abort(s->txn);
+	s->magic = 0;
+	free(s);
+}
+
+/* An unpinned snapshot leaves service: reset and kept as a spare (its
+ * reader slot with it), or freed past STORE_READER_SPARES. */
+static void snap_park(struct store_reader *r, struct store_snap *s)
+{
+	if (r->n_spare >= STORE_READER_SPARES) {
+		snap_destroy(s);
+		return;
+	}
+	mdb_txn_reset(s->txn);
+	s->next = r->spare;
+	r->spare = s;
+	r->n_spare++;
+}
+
+void store_reader_free(struct store_reader *r)
+{
+	if (r == NULL)
+		return;
+	CHECK_OBJ_NOTNULL(r, READER_MAGIC);
+	CHECK(r->pinned == NULL);
+	if (r->cur)
+		snap_destroy(r->cur);
+	while (r->spare) {
+		struct store_snap *s = r->spare;
+
+		r->spare = s->next;
+		snap_destroy(s);
+	}
+	r->magic = 0;
+	free(r);
+}
+
+/* A snapshot of the newest state: a spare renewed, or a new transaction. */
+static struct store_snap *snap_fresh(struct store_reader *r)
+{
+	struct store_snap *s = r->spare;
+
+	if (s != NULL) {
+		r->spare = s->next;
+		r->n_spare--;
+		if (mdb_txn_renew(s->txn) != 0) {
+			snap_destroy(s);
+			return NULL;
+		}
+	} else {
+		s = calloc(1, sizeof(*s));
+		if (s == NULL)
+			abort();
+		s->magic = SNAP_MAGIC;
+		s->r = r;
+		if (mdb_txn_begin(r->st->env, NULL, MDB_RDONLY, &s->txn) != 0) {
+			free(s);
+			return NULL;
+		}
+	}
+	s->txnid = mdb_txn_id(s->txn);
+	s->refs = 0;
+	s->retired_ms = 0;
+	s->next = NULL;
+	return s;
+}
+
+enum store_status store_reader_get(struct store_reader *r, const uint8_t id[STORE_ID_LEN],
+				   struct store_entry *e)
+{
+	MDB_val key = {STORE_ID_LEN, (void *)id}, val;
+	int rc;
+
+	CHECK_OBJ_NOTNULL(r, READER_MAGIC);
+	store_reader_done(r); /* a lookup the owner did not close */
+	if ((r->cur = snap_fresh(r)) == NULL)
+		return STORE_ERROR;
+	rc = mdb_get(r->cur->txn, r->st->dbi, &key, &val);
+	if (rc != 0)
+		return rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
+	return decode(&val, id, e);
+}
+
+void store_reader_done(struct store_reader *r)
+{
+	struct store_snap *s;
+
+	CHECK_OBJ_NOTNULL(r, READER_MAGIC);
+	if ((s = r->cur) == NULL)
+		return;
+	r->cur = NULL;
+	if (s->refs == 0) {
+		snap_park(r, s);
+	} else {
+		s->next = r->pinned;
+		r->pinned = s;
+	}
+}
+
+struct store_snap *store_reader_pin(struct store_reader *r)
+{
+	CHECK_OBJ_NOTNULL(r, READER_MAGIC);
+	CHECK_OBJ_NOTNULL(r->cur, SNAP_MAGIC);
+	r->cur->refs++;
+	return r->cur;
+}
+
+void store_snap_release(struct store_snap *s)
+{
+	struct store_reader *r;
+
+	CHECK_OBJ_NOTNULL(s, SNAP_MAGIC);
+	CHECK(s->refs > 0);
+	r = s->r;
+	if (--s->refs > 0 || s == r->cur)
+		return; /* still pinned, or the lookup in progress ends it */
+	for (struct store_snap **p = &r->pinned; *p; p = &(*p)->next) {
+		if (*p == s) {
+			*p = s->next;
+			snap_park(r, s);
+			return;
+		}
+	}
+	CHECK(!"a pinned snapshot is current or on the pinned list");
+}
+
+int store_snap_overdue(struct store_snap *s, int64_t now_ms, int64_t limit_ms)
+{
+	MDB_envinfo info;
+
+	CHECK_OBJ_NOTNULL(s, SNAP_MAGIC);
+	if (s->retired_ms == 0) {
+		if (mdb_env_info(s->r->st->env, &info) != 0 || info.me_last_txnid == s->txnid)
+			return 0;
+		s->retired_ms = now_ms; /* seen overtaken now: count from here */
+		return limit_ms <= 0;
+	}
+	return now_ms - s->retired_ms >= limit_ms;
 }

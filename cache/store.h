@@ -155,4 +155,59 @@ size_t store_count(struct store *st);
 /* Map size in bytes and bytes in use (pages of the last committed state). */
 void store_usage(struct store *st, uint64_t *map_bytes, uint64_t *used_bytes);
 
+/*
+ * Readers: the hit path's view of the store, one per event loop.
+ *
+ * store_get begins and aborts a read transaction per lookup, which takes
+ * LMDB's reader-table lock each time. A reader instead keeps its read
+ * transactions and their reader slots (MDB_NOTLS ties a slot to the
+ * handle, not the thread), and renews one per lookup (mdb_txn_renew, no
+ * lock) and resets it after (mdb_txn_reset): between lookups it holds no
+ * snapshot, so it never keeps the map from reusing freed pages.
+ *
+ * Zero-copy answers need the map's pages to stay put until the socket has
+ * taken them: store_reader_pin adds a reference to the lookup's snapshot,
+ * which then outlives the lookup until its last pin goes. A pinned
+ * snapshot keeps every page freed after it from being reused; its owner
+ * bounds that by asking store_snap_overdue and copying out what it still
+ * needs (gateway/answer.c).
+ *
+ * Threads: a reader and its snapshots belong to the thread that made them.
+ * Bounds: snapshots are limited by the owner's pins; reset ones are kept
+ * up to STORE_READER_SPARES.
+ */
+#define STORE_READER_SPARES 4
+
+struct store_reader;
+struct store_snap;
+
+/* A reader on `st` (borrowed; must outlive it). */
+struct store_reader *store_reader_new(struct store *st);
+
+/* Frees the reader; no snapshot may still be pinned. */
+void store_reader_free(struct store_reader *r);
+
+/*
+ * Looks `id` up in the newest committed state. On STORE_OK `e` points into
+ * the map until store_reader_done (or longer with a pin). STORE_CORRUPT:
+ * the record failed its checks; STORE_ERROR: LMDB failed (the reader table
+ * is full, ...). Ends a lookup still open.
+ */
+enum store_status store_reader_get(struct store_reader *r, const uint8_t id[STORE_ID_LEN],
+				   struct store_entry *e);
+
+/* Ends the lookup: its snapshot is reset unless pinned. */
+void store_reader_done(struct store_reader *r);
+
+/* Pins the snapshot of the lookup in progress: its pages stay valid
+ * until store_snap_release, after store_reader_done too. */
+struct store_snap *store_reader_pin(struct store_reader *r);
+
+/* Drops a pin (the reader's thread). */
+void store_snap_release(struct store_snap *s);
+
+/* Has a newer commit overtaken `s` at least limit_ms ago (by now_ms)? The
+ * first call that sees it overtaken starts the count. */
+int store_snap_overdue(struct store_snap *s, int64_t now_ms, int64_t limit_ms);
+
 #endif

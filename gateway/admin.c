@@ -4,7 +4,6 @@
 #include "gateway/admin.h"
 
 #include <arpa/inet.h>
-#include <assert.h>
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <event2/buffer.h>
@@ -24,8 +23,9 @@
 #include "cache/tool.h"
 #include "gateway/admit.h"
 #include "gateway/config.h"
-#include "gateway/front.h"
+#include "gateway/fetch.h"
 #include "gateway/log.h"
+#include "policy/check.h"
 
 #define ADMIN_MAGIC 0x41444d4eu
 #define JSON_TYPE "application/json; charset=utf-8"
@@ -36,11 +36,12 @@
 
 struct admin {
 	unsigned magic;
+	struct event_base *base;
 	struct evhttp *http;
 	const struct cg_config *cfg;
 	uint8_t token_digest[ADMIN_DIGEST_LEN]; /* SHA-256 of --admin-token */
 	struct store *store;
-	struct front *front;
+	struct fetcher *fetcher;
 	unsigned port;
 };
 
@@ -98,6 +99,14 @@ static void reply_error(struct evhttp_request *req, int code, const char *error,
 	reply_json(req, code, obj);
 }
 
+static int64_t mono_ms(const struct admin *ad)
+{
+	struct timeval tv;
+
+	event_gettime_monotonic(ad->base, &tv);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
 /* SHA-256 of len bytes at p. */
 static void digest(const void *p, size_t len, uint8_t out[ADMIN_DIGEST_LEN])
 {
@@ -141,16 +150,16 @@ static int parse_bool(const char *v)
 
 static void handle_status(struct admin *ad, struct evhttp_request *req)
 {
-	const struct admit *admit = front_admit(ad->front);
+	const struct admit *admit = fetcher_admit(ad->fetcher);
 	cJSON *obj = cJSON_CreateObject();
 
 	if (obj == NULL)
 		abort();
-	cJSON_AddBoolToObject(obj, "offline", front_offline(ad->front));
+	cJSON_AddBoolToObject(obj, "offline", fetcher_offline(ad->fetcher, mono_ms(ad)));
 	cJSON_AddStringToObject(obj, "breaker", admit_breaker_state(admit));
 	cJSON_AddNumberToObject(obj, "upstream_running", (double)admit_running(admit));
 	cJSON_AddNumberToObject(obj, "upstream_queued", (double)admit_queued(admit));
-	cJSON_AddNumberToObject(obj, "waiting_requests", (double)front_in_flight(ad->front));
+	cJSON_AddNumberToObject(obj, "upstream_flights", (double)fetcher_flights(ad->fetcher));
 	cJSON_AddNumberToObject(obj, "cache_entries", (double)store_count(ad->store));
 	reply_json(req, 200, obj);
 }
@@ -165,7 +174,7 @@ static void handle_offline(struct admin *ad, struct evhttp_request *req,
 		reply_error(req, 400, "invalid_parameter", "on must be true or false");
 		return;
 	}
-	front_set_offline(ad->front, on);
+	fetcher_set_offline(ad->fetcher, on);
 	obj = cJSON_CreateObject();
 	if (obj == NULL)
 		abort();
@@ -249,7 +258,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	struct evkeyvalq params;
 
-	assert(ad->magic == ADMIN_MAGIC);
+	CHECK_OBJ_NOTNULL(ad, ADMIN_MAGIC);
 	if (!authorised(ad, req)) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
 				  "Bearer");
@@ -283,7 +292,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 }
 
 struct admin *admin_new(struct event_base *base, const struct cg_config *cfg,
-			struct store *store, struct front *front, char *err,
+			struct store *store, struct fetcher *fetcher, char *err,
 			size_t err_size)
 {
 	struct admin *ad = calloc(1, sizeof(*ad));
@@ -297,7 +306,8 @@ struct admin *admin_new(struct event_base *base, const struct cg_config *cfg,
 	ad->cfg = cfg;
 	digest(cfg->admin_token, strlen(cfg->admin_token), ad->token_digest);
 	ad->store = store;
-	ad->front = front;
+	ad->fetcher = fetcher;
+	ad->base = base;
 	ad->http = evhttp_new(base);
 	if (ad->http == NULL)
 		abort();
@@ -336,7 +346,7 @@ void admin_free(struct admin *ad)
 {
 	if (ad == NULL)
 		return;
-	assert(ad->magic == ADMIN_MAGIC);
+	CHECK_OBJ_NOTNULL(ad, ADMIN_MAGIC);
 	if (ad->http)
 		evhttp_free(ad->http);
 	ad->magic = 0;

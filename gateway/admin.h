@@ -25,17 +25,18 @@
 struct event_base;
 struct cg_config;
 struct store;
-struct front;
+struct fetcher;
 struct admin;
 
 /* Checks the admin settings: 0, or -1 with `err` (admin-listen not a
  * loopback address, or set without an admin-token). */
 int admin_check(const struct cg_config *cfg, char *err, size_t err_size);
 
-/* Starts the endpoint on cfg->admin_listen (borrowed, as store and front,
- * for its life). NULL with `err` if it cannot listen. */
+/* Starts the endpoint on cfg->admin_listen (borrowed, as store and
+ * fetcher, for its life), on the fetcher's loop. NULL with `err` if it
+ * cannot listen. */
 struct admin *admin_new(struct event_base *base, const struct cg_config *cfg,
-			struct store *store, struct front *front, char *err,
+			struct store *store, struct fetcher *fetcher, char *err,
 			size_t err_size);
 
 /* The port it listens on (for --admin-listen HOST:0). */

@@ -9,10 +9,11 @@
  */
 #include "gateway/admit.h"
 
-#include <assert.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "policy/check.h"
 
 #define ADMIT_MAGIC 0x41444d54u
 #define TICKET_MAGIC 0x5449434bu
@@ -57,7 +58,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	assert(a->magic == ADMIT_MAGIC);
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
 	pump(a, mono_ms(a));
 }
 
@@ -88,8 +89,8 @@ void admit_free(struct admit *a)
 {
 	if (a == NULL)
 		return;
-	assert(a->magic == ADMIT_MAGIC);
-	assert(TAILQ_EMPTY(&a->queue));
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	CHECK(TAILQ_EMPTY(&a->queue));
 	if (a->timer)
 		event_free(a->timer);
 	limit_table_free(a->keys);
@@ -117,7 +118,7 @@ static void take_tokens(struct admit *a, const struct admit_ticket *t, int64_t n
 {
 	int64_t w = limit_take(a->keys, t->key, now);
 
-	assert(w == 0);
+	CHECK(w == 0);
 	if (t->has_caller && a->callers && limit_take(a->callers, t->caller, now) != 0) {
 		limit_refund(a->keys, t->key); /* cannot happen after token_wait */
 		abort();
@@ -236,8 +237,8 @@ int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
 	size_t ahead;
 	int rc;
 
-	assert(a->magic == ADMIT_MAGIC);
-	assert(t->magic != TICKET_MAGIC || t->state == T_IDLE);
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	CHECK(t->magic != TICKET_MAGIC || t->state == T_IDLE);
 	t->magic = TICKET_MAGIC;
 	t->a = a;
 	memcpy(t->key, key, ADMIT_KEY_LEN);
@@ -383,7 +384,8 @@ void admit_done(struct admit_ticket *t, enum admit_outcome outcome,
 {
 	struct admit *a = t->a;
 
-	assert(t->magic == TICKET_MAGIC && a->magic == ADMIT_MAGIC);
+	CHECK_OBJ_NOTNULL(t, TICKET_MAGIC);
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
 	if (t->state != T_GRANTED)
 		return;
 	t->state = T_IDLE;
@@ -429,6 +431,11 @@ int64_t admit_blocked_ms(const struct admit *a, const uint8_t *key, int64_t now_
 	int64_t until = limit_blocked_until(a->keys, key);
 
 	return until > now_ms ? until - now_ms : 0;
+}
+
+int64_t admit_breaker_until(const struct admit *a)
+{
+	return a->breaker.state == LIMIT_BREAKER_OPEN ? a->breaker.reopen_ms : 0;
 }
 
 int admit_breaker_open(const struct admit *a, int64_t now_ms)

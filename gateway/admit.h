@@ -155,6 +155,11 @@ void admit_cancel(struct admit_ticket *t, int64_t now_ms);
 /* Remaining block of a key after a vendor 429, in ms (0: none). */
 int64_t admit_blocked_ms(const struct admit *a, const uint8_t *key, int64_t now_ms);
 
+/* While the breaker is open: the monotonic time its cool-down ends (it
+ * refuses until then); 0 when it is not open. For publishing to other
+ * threads. */
+int64_t admit_breaker_until(const struct admit *a);
+
 /* Is the breaker refusing requests now (open, cool-down not over)? */
 int admit_breaker_open(const struct admit *a, int64_t now_ms);
 

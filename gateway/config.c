@@ -117,6 +117,12 @@ static const struct opt opts[] = {
 	 "admin endpoint address, loopback only (off unless set; needs admin-token)"},
 	{"admin-token", OPT_SECRET, OFF(admin_token), 0, 0, "", "TOKEN",
 	 "bearer token the admin endpoint requires (better set in the config file)"},
+	{"threads", OPT_COUNT, OFF(threads), 0, 64, "0", "N",
+	 "front-end loops serving clients (0: one per core, at most 64)"},
+	{"client-header-timeout", OPT_MS, OFF(client_header_timeout_ms), 100, 3600000,
+	 "10000", "MS", "a client's whole request head must arrive within this (408)"},
+	{"keepalive-timeout", OPT_MS, OFF(keepalive_timeout_ms), 100, 3600000, "60000",
+	 "MS", "idle keep-alive connections are closed after this"},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

@@ -76,6 +76,10 @@ struct cg_config {
 	/* administration */
 	struct cg_addr admin_listen;   /* host "" : no admin listener */
 	char admin_token[CONFIG_SECRET_MAX];
+	/* the front end */
+	long threads;                  /* front-end loops; 0: one per core */
+	long client_header_timeout_ms; /* a whole request head */
+	long keepalive_timeout_ms;     /* idle between requests */
 };
 
 enum config_status {

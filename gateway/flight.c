@@ -6,9 +6,10 @@
  */
 #include "gateway/flight.h"
 
-#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "policy/check.h"
 
 #define TABLE_MAGIC 0x464c5442u
 #define FLIGHT_MAGIC 0x464c4954u
@@ -26,6 +27,7 @@ struct flight {
 	uint8_t id[FLIGHT_ID_LEN];
 	struct waiter *head, **tail;
 	size_t n_waiters;
+	void *data;          /* the owner's */
 	struct flight *next; /* bucket chain */
 };
 
@@ -78,7 +80,7 @@ void flight_table_free(struct flight_table *t)
 {
 	if (t == NULL)
 		return;
-	assert(t->magic == TABLE_MAGIC);
+	CHECK_OBJ_NOTNULL(t, TABLE_MAGIC);
 	for (size_t i = 0; i < t->n_buckets; i++) {
 		while (t->buckets[i]) {
 			struct flight *f = t->buckets[i];
@@ -94,7 +96,7 @@ void flight_table_free(struct flight_table *t)
 
 struct flight *flight_find(struct flight_table *t, const uint8_t id[FLIGHT_ID_LEN])
 {
-	assert(t->magic == TABLE_MAGIC);
+	CHECK_OBJ_NOTNULL(t, TABLE_MAGIC);
 	for (struct flight *f = t->buckets[bucket_of(t, id)]; f; f = f->next)
 		if (memcmp(f->id, id, FLIGHT_ID_LEN) == 0)
 			return f;
@@ -128,8 +130,8 @@ struct flight *flight_open(struct flight_table *t, const uint8_t id[FLIGHT_ID_LE
 	struct flight *f;
 	size_t b;
 
-	assert(t->magic == TABLE_MAGIC);
-	assert(flight_find(t, id) == NULL);
+	CHECK_OBJ_NOTNULL(t, TABLE_MAGIC);
+	CHECK(flight_find(t, id) == NULL);
 	if (t->n_flights >= t->n_buckets)
 		grow(t);
 	f = calloc(1, sizeof(*f));
@@ -146,11 +148,23 @@ struct flight *flight_open(struct flight_table *t, const uint8_t id[FLIGHT_ID_LE
 	return f;
 }
 
+void flight_set_data(struct flight *f, void *data)
+{
+	CHECK_OBJ_NOTNULL(f, FLIGHT_MAGIC);
+	f->data = data;
+}
+
+void *flight_data(const struct flight *f)
+{
+	CHECK_OBJ_NOTNULL(f, FLIGHT_MAGIC);
+	return f->data;
+}
+
 int flight_join(struct flight *f, flight_waiter_fn fn, void *arg)
 {
 	struct waiter *w;
 
-	assert(f->magic == FLIGHT_MAGIC);
+	CHECK_OBJ_NOTNULL(f, FLIGHT_MAGIC);
 	if (f->n_waiters >= f->table->max_waiters)
 		return -1;
 	w = malloc(sizeof(*w));
@@ -165,16 +179,16 @@ int flight_join(struct flight *f, flight_waiter_fn fn, void *arg)
 	return 0;
 }
 
-void flight_land(struct flight *f, const struct flight_result *r)
+void flight_land(struct flight *f, void *result)
 {
 	struct flight_table *t = f->table;
 	struct flight **pp;
 	int collapsed = 0;
 
-	assert(f->magic == FLIGHT_MAGIC);
+	CHECK_OBJ_NOTNULL(f, FLIGHT_MAGIC);
 	/* leave the table first: a waiter may open a new flight for the id */
 	for (pp = &t->buckets[bucket_of(t, f->id)]; *pp != f; pp = &(*pp)->next)
-		assert(*pp != NULL);
+		CHECK(*pp != NULL);
 	*pp = f->next;
 	t->n_flights--;
 	while (f->head) {
@@ -182,7 +196,7 @@ void flight_land(struct flight *f, const struct flight_result *r)
 
 		f->head = w->next;
 		f->n_waiters--;
-		w->fn(r, w->arg, collapsed);
+		w->fn(result, w->arg, collapsed);
 		collapsed = 1;
 		free(w);
 	}
@@ -190,13 +204,14 @@ void flight_land(struct flight *f, const struct flight_result *r)
 	free(f);
 }
 
-int flight_any(const struct flight *f, int (*pred)(void *arg))
+void *flight_find_waiter(const struct flight *f, int (*match)(void *arg, const void *key),
+			 const void *key)
 {
-	assert(f->magic == FLIGHT_MAGIC);
+	CHECK_OBJ_NOTNULL(f, FLIGHT_MAGIC);
 	for (const struct waiter *w = f->head; w; w = w->next)
-		if (pred(w->arg))
-			return 1;
-	return 0;
+		if (match(w->arg, key))
+			return w->arg;
+	return NULL;
 }
 
 size_t flight_waiters(const struct flight *f)

@@ -23,32 +23,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gateway/upstream.h"
-
 #define FLIGHT_ID_LEN 32
 
 struct flight_table;
 struct flight;
 
-/*
- * What a flight brings back: the upstream's answer and what was done with
- * it, or (resp NULL) why the owner did not ask the upstream at all.
- */
-struct flight_result {
-	const struct upstream_response *resp; /* borrowed; NULL: not asked */
-	int stored;         /* the answer was written to the cache */
-	uint64_t etag;      /* its ETag when stored */
-	uint32_t ttl_s;     /* its freshness lifetime when stored */
-	int failed;         /* the upstream failed (a stored answer may stand in) */
-	int malformed;      /* a 200 whose body is not a JSON array */
-	int refusal;        /* resp NULL: the owner's reason, its own codes */
-	int64_t retry_after_ms; /* with a refusal: when asking again makes sense */
-};
-
-/* Called once per waiter when the flight lands. `r` is borrowed; `collapsed`
- * is 0 for the first waiter (the leader) and 1 for the others. */
-typedef void (*flight_waiter_fn)(const struct flight_result *r, void *arg,
-				 int collapsed);
+/* Called once per waiter when the flight lands, with the flight's result
+ * (the owner's, passed through as is); `collapsed` is 0 for the first waiter
+ * (the leader) and 1 for the others. */
+typedef void (*flight_waiter_fn)(void *result, void *arg, int collapsed);
 
 /* A table for up to max_waiters waiters per flight. */
 struct flight_table *flight_table_new(size_t max_waiters);
@@ -64,14 +47,19 @@ struct flight *flight_find(struct flight_table *t, const uint8_t id[FLIGHT_ID_LE
  * and calls flight_land from its done callback. */
 struct flight *flight_open(struct flight_table *t, const uint8_t id[FLIGHT_ID_LEN]);
 
+/* The owner's data for the flight (its fetch), NULL until set. */
+void flight_set_data(struct flight *f, void *data);
+void *flight_data(const struct flight *f);
+
 /* Adds a waiter. Returns 0, or -1 if the flight has max_waiters already. */
 int flight_join(struct flight *f, flight_waiter_fn fn, void *arg);
 
-/* Calls every waiter with `r`, then removes and frees the flight. */
-void flight_land(struct flight *f, const struct flight_result *r);
+/* Calls every waiter with `result`, then removes and frees the flight. */
+void flight_land(struct flight *f, void *result);
 
-/* Does pred(arg) hold for any waiter's arg? (Stops at the first.) */
-int flight_any(const struct flight *f, int (*pred)(void *arg));
+/* The arg of the first waiter for which match(arg, key) holds, or NULL. */
+void *flight_find_waiter(const struct flight *f, int (*match)(void *arg, const void *key),
+			 const void *key);
 
 /* Waiters on a flight. */
 size_t flight_waiters(const struct flight *f);

@@ -1,61 +1,97 @@
 /*
- * front: the HTTP front end. Accepts client connections with evhttp on the
- * gateway's loop and follows each request from accept to answer:
+ * front: one front-end loop, on a thread of its own. There are --threads of
+ * them; each accepts client connections on its own SO_REUSEPORT socket
+ * (the kernel spreads new connections over them) and follows each request
+ * from accept to answer by itself:
  *
- *   evhttp request -> route -> policy (validate, normalise, key) -> cache
- *   lookup -> hit: answer from the map | miss: flight (coalesce) -> upstream
- *   fetch -> store -> wake every waiter
+ *   evhttp request -> route -> policy (validate, normalise, key) -> the
+ *   store, through the loop's own reader -> hit: answer from the map
+ *   (answer.c) | miss: a waiter, and an ask to the fetch layer (fetch.c)
+ *   -> its landing -> answer
  *
- * States: serving, then draining after front_drain (no new connections,
- * answers carry `Connection: close`, the drained callback runs once when the
- * last in-flight request is answered), then freed.
+ * The hit path takes no lock and touches no other thread's data but the
+ * LRU hints (relaxed atomics) and the read-only settings.
  *
- * Invariants: every request handed to a callback is answered exactly once;
- * at most cfg->max_connections client connections are served at once.
+ * States: serving -> draining (no new connections, answers carry
+ * `Connection: close`; the front tells the main loop once nothing is in
+ * flight) -> stopping (every waiter answered, then connections closed,
+ * the thread ends) -> freed by front_free after the join.
+ *
+ * Threads: front_new, front_start, front_free on the main thread;
+ * front_post from any thread; everything else on the front's own thread.
+ * Invariants: every request handed to a front is answered exactly once;
+ * at most its share of --max-connections are open at once; a waiter lives
+ * until its landing comes (the fetch layer lands every ask it took).
  */
 #ifndef CG_GATEWAY_FRONT_H
 #define CG_GATEWAY_FRONT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
+#include "gateway/chan.h"
 #include "gateway/config.h"
 
-struct event_base;
-struct front;
+#define FRONT_THREADS_MAX 64
+
 struct store;
-struct upstream;
+struct lru;
+struct fetcher;
+struct front;
+
+/* What every front borrows (all must outlive the fronts). */
+struct front_shared {
+	const struct cg_config *cfg;
+	struct store *store;
+	struct lru *lru;
+	struct fetcher *fetcher;
+	struct chan *events; /* the main loop's: FRONT_DRAINED, FRONT_STOPPED */
+};
+
+/* Messages, chan_msg.kind MSG_FRONT: to a front (DRAIN, STOP, CONFIG) and
+ * from one to the main loop (DRAINED, STOPPED). */
+enum front_what {
+	FRONT_DRAIN = 1, /* stop accepting; report DRAINED when idle */
+	FRONT_STOP,      /* answer what waits, close everything, end */
+	FRONT_CONFIG,    /* use msg.cfg from now on */
+	FRONT_DRAINED,   /* nothing in flight any more (once per DRAIN) */
+	FRONT_STOPPED,   /* the thread is about to end: join it */
+};
+
+struct front_msg {
+	struct chan_msg link; /* kind MSG_FRONT */
+	unsigned magic;
+	enum front_what what;
+	unsigned index;               /* the front it is from */
+	const struct cg_config *cfg;  /* FRONT_CONFIG */
+};
+
+#define FRONT_MSG_MAGIC 0x46524d53u
+
+/* A message (free it with front_msg_free when received). */
+struct front_msg *front_msg_new(enum front_what what, unsigned index);
+void front_msg_free(struct front_msg *m);
 
 /*
- * Binds cfg's listen address and starts serving on `base`, answering from
- * `store` and sending misses to `up` (both borrowed; they must outlive the
- * front). Returns NULL with `err` set if the address cannot be bound.
+ * Front number `index`: its loop, evhttp and listening socket on
+ * sh->cfg->listen (port: 0 picks one for the first front; the others pass
+ * the port it got). Does not run it yet. NULL with err set if it cannot
+ * listen (one line).
  */
-struct front *front_new(struct event_base *base, const struct cg_config *cfg,
-			struct upstream *up, struct store *store, char *err,
-			size_t err_size);
+struct front *front_new(const struct front_shared *sh, unsigned index, unsigned port,
+			char *err, size_t err_size);
 
-/* The port actually bound (useful when cfg asked for port 0). */
+/* The port the front listens on. */
 unsigned front_port(const struct front *fr);
 
-/* Stops accepting; calls drained(arg) once no request is in flight. */
-void front_drain(struct front *fr, void (*drained)(void *arg), void *arg);
+/* Starts the front's thread. 0, or -1 (err set). */
+int front_start(struct front *fr, char *err, size_t err_size);
 
-/* Cancels every upstream fetch and answers their waiters 503 at once
- * (shutdown deadline). */
-void front_abort_pending(struct front *fr);
+/* Sends a message to the front (any thread); takes it. */
+void front_post(struct front *fr, struct front_msg *m);
 
-/* Requests received and not yet answered. */
-size_t front_in_flight(const struct front *fr);
-
-/* Closes every connection and frees the front. */
-/* Offline: answer from the cache only, whatever the age of what is stored
- * (stale answers are marked so), and never contact the upstream. */
-void front_set_offline(struct front *fr, int offline);
-int front_offline(const struct front *fr);
-
-/* The upstream admission control, for status reports (borrowed). */
-const struct admit *front_admit(const struct front *fr);
-
+/* Joins the thread (after FRONT_STOPPED) and frees the front. A front
+ * never started is just freed. */
 void front_free(struct front *fr);
 
 #endif

@@ -2,6 +2,7 @@
 # The second command: installs what is missing, builds, and runs every test.
 #   scripts/test.sh              Release build in build/, whole suite
 #   scripts/test.sh --sanitize   ASan+UBSan build in build-asan/, whole suite
+#   scripts/test.sh --tsan       ThreadSanitizer build in build-tsan/, whole suite
 #   scripts/test.sh --valgrind   build/, unit tests under valgrind memcheck,
 #                                scenario tests with the gateway under valgrind
 set -euo pipefail
@@ -18,10 +19,15 @@ case "$mode" in
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     cd build-asan && ctest --output-on-failure -j 2 --timeout 300 ;;
+  --tsan)
+    scripts/setup.sh
+    scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCG_TSAN=ON
+    export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp"
+    cd build-tsan && ctest --output-on-failure -j 2 --timeout 300 ;;
   --valgrind)
     CG_SETUP_EXTRA=valgrind scripts/setup.sh
     scripts/build.sh build
     export CG_WRAP="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99"
     cd build && ctest --output-on-failure -j 2 --timeout 600 ;;
-  *) echo "usage: scripts/test.sh [--sanitize|--valgrind]" >&2; exit 2 ;;
+  *) echo "usage: scripts/test.sh [--sanitize|--tsan|--valgrind]" >&2; exit 2 ;;
 esac

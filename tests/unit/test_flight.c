@@ -18,15 +18,15 @@ struct seen {
 
 static int clock_tick;
 
-static void waiter(const struct flight_result *r, void *arg, int collapsed)
+static void waiter(void *result, void *arg, int collapsed)
 {
 	struct seen *s = arg;
-	const struct upstream_response *resp = r->resp;
+	const long *status = result;
 
 	s->calls++;
 	s->collapsed = collapsed;
 	s->order = ++clock_tick;
-	s->status = resp->status;
+	s->status = *status;
 }
 
 static void id_of(uint8_t id[FLIGHT_ID_LEN], int n)
@@ -39,7 +39,7 @@ static void id_of(uint8_t id[FLIGHT_ID_LEN], int n)
 static void test_coalesce_and_order(void **state)
 {
 	struct flight_table *t = flight_table_new(8);
-	struct upstream_response resp = {.result = UPSTREAM_OK, .status = 200};
+	long status = 200;
 	struct seen s[5] = {{0}};
 	uint8_t id[FLIGHT_ID_LEN];
 	struct flight *f;
@@ -55,7 +55,7 @@ static void test_coalesce_and_order(void **state)
 	}
 	assert_int_equal(flight_waiters(f), 5);
 	assert_int_equal(flight_count(t), 1);
-	flight_land(f, &(struct flight_result){.resp = &resp});
+	flight_land(f, &status);
 	assert_int_equal(flight_count(t), 0);
 	assert_null(flight_find(t, id));
 	for (int i = 0; i < 5; i++) {
@@ -70,7 +70,7 @@ static void test_coalesce_and_order(void **state)
 static void test_bound_and_many_flights(void **state)
 {
 	struct flight_table *t = flight_table_new(2);
-	struct upstream_response resp = {.result = UPSTREAM_TIMEOUT};
+	long status = 504;
 	struct seen s = {0};
 	uint8_t id[FLIGHT_ID_LEN];
 	struct flight *f;
@@ -93,14 +93,15 @@ static void test_bound_and_many_flights(void **state)
 	assert_int_equal(flight_count(t), 301);
 	id_of(id, 7);
 	assert_ptr_equal(flight_find(t, id), f);
-	flight_land(f, &(struct flight_result){.resp = &resp});
+	flight_land(f, &status);
 	assert_int_equal(s.calls, 2);
+	assert_int_equal(s.status, 504);
 	flight_table_free(t); /* frees the 300 still open */
 }
 
 /* A waiter that opens a new flight for the same id while being woken. */
 static struct flight_table *reentry_table;
-static void reopen(const struct flight_result *r, void *arg, int collapsed)
+static void reopen(void *r, void *arg, int collapsed)
 {
 	const uint8_t *id = arg;
 
@@ -112,16 +113,39 @@ static void reopen(const struct flight_result *r, void *arg, int collapsed)
 
 static void test_reopen_from_waiter(void **state)
 {
-	struct upstream_response resp = {.result = UPSTREAM_OK, .status = 200};
 	uint8_t id[FLIGHT_ID_LEN];
 
 	(void)state;
 	reentry_table = flight_table_new(4);
 	id_of(id, 3);
 	assert_int_equal(flight_join(flight_open(reentry_table, id), reopen, id), 0);
-	flight_land(flight_find(reentry_table, id), &(struct flight_result){.resp = &resp});
+	flight_land(flight_find(reentry_table, id), NULL);
 	assert_non_null(flight_find(reentry_table, id));
 	flight_table_free(reentry_table);
+}
+
+static int same(void *arg, const void *key)
+{
+	return arg == key;
+}
+
+static void test_find_waiter(void **state)
+{
+	struct flight_table *t = flight_table_new(8);
+	struct seen s[3] = {{0}};
+	uint8_t id[FLIGHT_ID_LEN];
+	struct flight *f;
+	long status = 200;
+
+	(void)state;
+	id_of(id, 9);
+	f = flight_open(t, id);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(flight_join(f, waiter, &s[i]), 0);
+	assert_ptr_equal(flight_find_waiter(f, same, &s[1]), &s[1]);
+	assert_null(flight_find_waiter(f, same, &status));
+	flight_land(f, &status);
+	flight_table_free(t);
 }
 
 int main(void)
@@ -130,6 +154,7 @@ int main(void)
 		cmocka_unit_test(test_coalesce_and_order),
 		cmocka_unit_test(test_bound_and_many_flights),
 		cmocka_unit_test(test_reopen_from_waiter),
+		cmocka_unit_test(test_find_waiter),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,55 @@
+/*
+ * lru: when entries were last used, and a put that evicts to make room.
+ *
+ * The store knows when an answer was stored; only the hit path knows when
+ * it was last served. This table remembers that, approximately: a fixed,
+ * direct-mapped array of slots indexed by the entry id's first bytes (an id
+ * is a SHA-256, so they are uniform). A slot holds one id's tag and time; a
+ * colliding id overwrites it, and an id without its slot falls back to its
+ * stored time. Eviction asks lru_last_used for the entries it scans and
+ * deletes the least recently used quarter (store_evict).
+ *
+ * Threads: lru_touch from any thread (every front loop, on every hit) with
+ * relaxed atomic stores, no lock; lru_last_used from the writer. A slot's
+ * tag and time are two atomics, so a racing pair of touches can leave one
+ * id's tag beside another's time: a wrong hint for one entry's eviction
+ * order, never a wrong answer.
+ *
+ * Bounds: LRU_SLOTS slots (16 bytes each), allocated once.
+ */
+#ifndef CG_CACHE_LRU_H
+#define CG_CACHE_LRU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/store.h"
+
+#define LRU_SLOTS 65536     /* a power of two */
+#define LRU_EVICT_SCAN 1024 /* entries one eviction pass looks at */
+#define LRU_PUT_ATTEMPTS 4  /* put, evict, put ... before giving up */
+
+struct lru;
+
+/* A table with every slot empty. Never NULL (aborts on no memory). */
+struct lru *lru_new(void);
+void lru_free(struct lru *l);
+
+/* Entry `id` was served at now_ms. Any thread. */
+void lru_touch(struct lru *l, const uint8_t id[STORE_ID_LEN], int64_t now_ms);
+
+/* When `id` was last served, or stored_ms when the table does not know.
+ * A store_last_used_fn (arg: the struct lru). */
+int64_t lru_last_used(const uint8_t id[STORE_ID_LEN], int64_t stored_ms, void *arg);
+
+/*
+ * store_put, evicting to make room: on STORE_FULL evicts (expired entries
+ * first, else the least recently used by `l`, which may be NULL: then by
+ * stored time) and tries again, LRU_PUT_ATTEMPTS times at most. Returns the
+ * last store_put status; *evicted (may be NULL) counts the entries deleted.
+ * Borrows everything; e->etag is set on STORE_OK.
+ */
+enum store_status lru_put(struct lru *l, struct store *st, const uint8_t id[STORE_ID_LEN],
+			  struct store_entry *e, int64_t now_ms, size_t *evicted);
+
+#endif

@@ -1,0 +1,716 @@
+/*
+ * fetch: see fetch.h.
+ *
+ * An ask for an entry id either joins the open flight for that id (its
+ * waiter is collapsed into the fetch under way) or opens one: a struct
+ * fetch, asked of admission, then sent upstream. When the fetch ends,
+ * on_fetched tells admission how it went, retries if worth it, stores a
+ * complete 200 JSON array, and lands the flight: one struct fetched for
+ * all waiters, each sent back to its front as a landing. A refusal
+ * (offline, breaker, a limit) lands the same way without an answer; the
+ * fronts let a stored answer stand in where it may.
+ */
+#include "gateway/fetch.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include "cache/lru.h"
+#include "gateway/admit.h"
+#include "gateway/flight.h"
+#include "gateway/log.h"
+#include "policy/check.h"
+#include "policy/json.h"
+#include "policy/limit.h"
+
+#define FETCHER_MAGIC 0x46545352u
+#define FETCH_MAGIC 0x46544348u
+#define FWAITER_MAGIC 0x46574954u
+
+/* A waiter on a flight: a front's client, named by its token. */
+struct fwaiter {
+	unsigned magic;
+	struct fetch *fc;
+	struct chan *reply;
+	uint64_t token;
+	int gone; /* the client left (FETCH_GONE) */
+};
+
+/*
+ * The upstream fetch behind one flight, and what to store its answer as.
+ * States: asking (admission queued: ticket queued, uf NULL) -> running (uf
+ * set) -> backing off before a retry (retry timer pending, uf NULL) ->
+ * running ... -> landed (freed). It keeps the ask it was opened with (the
+ * API key, in memory only, wiped when freed).
+ */
+struct fetch {
+	unsigned magic;
+	struct fetcher *fx;
+	struct flight *flight;
+	struct fetch_ask *ask; /* owned: id, key hash, caller, key, query */
+	struct upstream_fetch *uf;
+	struct admit_ticket ticket;
+	struct event *retry_timer; /* NULL unless backing off */
+	unsigned attempts;         /* upstream requests made */
+	size_t alive;              /* waiters whose client is still there */
+	LIST_ENTRY(fetch) link;
+};
+
+struct fetcher {
+	unsigned magic;
+	struct event_base *base;
+	const struct cg_config *cfg;
+	struct upstream *up;
+	struct store *store;
+	struct lru *lru;
+	struct chan *inbox;
+	struct flight_table *flights;
+	struct admit *admit;
+	LIST_HEAD(, fetch) fetches;
+	uint64_t rng;      /* retry jitter */
+	int aborting;      /* fetcher_abort is landing everything */
+	atomic_int offline;
+	_Atomic int64_t breaker_until; /* admit_breaker_until, published */
+};
+
+static void on_fetched(const struct upstream_response *resp, void *arg);
+
+/* ---- asks, answers, landings ---- */
+
+struct fetch_ask *fetch_ask_new(enum fetch_ask_kind kind, const char *canonical,
+				size_t canonical_len, const char *api_key)
+{
+	struct fetch_ask *a = calloc(1, sizeof(*a) + canonical_len + 1);
+
+	AN(a);
+	a->link.kind = MSG_ASK;
+	a->magic = FETCH_ASK_MAGIC;
+	a->kind = kind;
+	a->canonical_len = canonical_len;
+	memcpy(a->canonical, canonical, canonical_len);
+	a->canonical[canonical_len] = '\0';
+	if (api_key) {
+		size_t len = strlen(api_key);
+
+		CHECK(len <= FETCH_API_KEY_MAX);
+		memcpy(a->api_key, api_key, len + 1);
+	}
+	return a;
+}
+
+void fetch_ask_free(struct fetch_ask *a)
+{
+	if (a == NULL)
+		return;
+	CHECK_OBJ(a, FETCH_ASK_MAGIC);
+	explicit_bzero(a->api_key, sizeof(a->api_key));
+	a->magic = 0;
+	free(a);
+}
+
+void fetched_hold(struct fetched *f)
+{
+	CHECK_OBJ_NOTNULL(f, FETCHED_MAGIC);
+	atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
+void fetched_release(struct fetched *f)
+{
+	CHECK_OBJ_NOTNULL(f, FETCHED_MAGIC);
+	/* acq_rel: every holder's reads of the body happen before the free */
+	if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	free(f->body);
+	f->magic = 0;
+	free(f);
+}
+
+void fetch_landing_free(struct fetch_landing *l)
+{
+	CHECK_OBJ_NOTNULL(l, FETCH_LANDING_MAGIC);
+	fetched_release(l->f);
+	l->magic = 0;
+	free(l);
+}
+
+static struct fetched *fetched_new(void)
+{
+	struct fetched *f = calloc(1, sizeof(*f));
+
+	AN(f);
+	f->magic = FETCHED_MAGIC;
+	atomic_init(&f->refs, 1);
+	return f;
+}
+
+/* Sends one landing of `f` to a waiter's front. */
+static void send_landing(struct chan *reply, uint64_t token, int collapsed,
+			 struct fetched *f)
+{
+	struct fetch_landing *l = calloc(1, sizeof(*l));
+
+	AN(l);
+	l->link.kind = MSG_LANDING;
+	l->magic = FETCH_LANDING_MAGIC;
+	l->token = token;
+	l->collapsed = collapsed;
+	fetched_hold(f);
+	l->f = f;
+	/* a front's inbox takes every landing: each is for a waiting client,
+	 * and those are bounded by the connections */
+	AZ(chan_send(reply, &l->link));
+}
+
+/* flight_waiter_fn: the flight landed; tell the waiter's front. */
+static void on_landed(void *result, void *arg, int collapsed)
+{
+	struct fwaiter *w = arg;
+
+	CHECK_OBJ_NOTNULL(w, FWAITER_MAGIC);
+	send_landing(w->reply, w->token, collapsed, result);
+	w->magic = 0;
+	free(w);
+}
+
+/* ---- clocks and state ---- */
+
+static int64_t now_ms(struct fetcher *fx)
+{
+	struct timeval tv;
+
+	event_base_gettimeofday_cached(fx->base, &tv);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Admission's clock: monotonic, so a wall-clock step never drains or
+ * refills a bucket, nor stretches a queue deadline. */
+static int64_t mono_ms(struct fetcher *fx)
+{
+	struct timeval tv;
+
+	event_gettime_monotonic(fx->base, &tv);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* Publishes the breaker's state to the fronts (after admission ran). */
+static void publish_breaker(struct fetcher *fx)
+{
+	atomic_store_explicit(&fx->breaker_until, admit_breaker_until(fx->admit),
+			      memory_order_relaxed);
+}
+
+int fetcher_breaker_open(const struct fetcher *fx, int64_t mono)
+{
+	return mono < atomic_load_explicit(&fx->breaker_until, memory_order_relaxed);
+}
+
+int fetcher_offline(const struct fetcher *fx, int64_t mono)
+{
+	return atomic_load_explicit(&fx->offline, memory_order_relaxed) ||
+	       (fx->cfg->offline_when_open && fetcher_breaker_open(fx, mono));
+}
+
+void fetcher_set_offline(struct fetcher *fx, int offline)
+{
+	CHECK_OBJ_NOTNULL(fx, FETCHER_MAGIC);
+	if (atomic_exchange(&fx->offline, !!offline) != !!offline)
+		cglog(CGLOG_WARN, "%s", offline ? "offline: answering from the cache only"
+						: "online: asking the upstream again");
+}
+
+/* ---- the fetch ---- */
+
+/* Stores a complete 200 JSON-array answer, evicting to make room. */
+static int store_answer(struct fetch *fc, const struct upstream_response *resp,
+			const void *body, size_t len, uint64_t *etag)
+{
+	struct fetcher *fx = fc->fx;
+	struct fetch_ask *a = fc->ask;
+	const char *ctype = "";
+	struct store_entry e;
+	int64_t now = now_ms(fx);
+	size_t evicted = 0;
+	enum store_status st;
+
+	for (size_t i = 0; i < resp->n_headers; i++)
+		if (strcmp(resp->headers[i].name, "Content-Type") == 0)
+			ctype = resp->headers[i].value;
+	memset(&e, 0, sizeof(e));
+	e.stored_ms = now;
+	e.expires_ms = now + (int64_t)a->ttl_s * 1000;
+	memcpy(e.keyhash, a->keyhash, STORE_KEYHASH_LEN);
+	e.query = a->canonical;
+	e.query_len = a->canonical_len;
+	e.content_type = ctype;
+	e.content_type_len = strlen(ctype);
+	e.body = body;
+	e.body_len = len;
+	st = lru_put(fx->lru, fx->store, a->id, &e, now, &evicted);
+	if (evicted)
+		cglog(CGLOG_INFO, "cache: full, evicted %zu entries", evicted);
+	if (st != STORE_OK) {
+		cglog(CGLOG_ERROR, "cache: could not store a %zu-byte answer (%d); "
+		      "evicted %zu entries; answering without storing", len, (int)st, evicted);
+		return 0;
+	}
+	*etag = e.etag;
+	return 1;
+}
+
+/* Takes a fetch off the list, out of admission, and frees it. */
+static void fetch_free(struct fetch *fc)
+{
+	struct fetcher *fx = fc->fx;
+
+	admit_cancel(&fc->ticket, mono_ms(fx));
+	publish_breaker(fx);
+	LIST_REMOVE(fc, link);
+	if (fc->retry_timer)
+		event_free(fc->retry_timer);
+	fetch_ask_free(fc->ask);
+	fc->magic = 0;
+	free(fc);
+}
+
+/* Frees the fetch, then lands its flight with `f` for every waiter. */
+static void land(struct fetch *fc, struct fetched *f)
+{
+	struct flight *flight = fc->flight;
+
+	fetch_free(fc);
+	if (flight)
+		flight_land(flight, f);
+	fetched_release(f);
+}
+
+/* Lands a flight that never asked the upstream. */
+static void land_refused(struct fetch *fc, int refusal, int64_t retry_after_ms)
+{
+	struct fetched *f = fetched_new();
+
+	f->refusal = refusal;
+	f->retry_after_ms = retry_after_ms;
+	land(fc, f);
+}
+
+static int is_offline(struct fetcher *fx)
+{
+	return fetcher_offline(fx, mono_ms(fx));
+}
+
+/* Sends the fetch's upstream request (admission granted it). */
+static void start_fetch(void *arg)
+{
+	struct fetch *fc = arg;
+	struct fetcher *fx;
+
+	CHECK_OBJ_NOTNULL(fc, FETCH_MAGIC);
+	fx = fc->fx;
+	if (fx->aborting || is_offline(fx)) {
+		/* granted (or its backoff ended) while tearing down or after
+		 * going offline: never sent */
+		admit_done(&fc->ticket, ADMIT_NOTHING, 0, mono_ms(fx));
+		land_refused(fc, fx->aborting ? REFUSED_SHUTDOWN : REFUSED_OFFLINE, 0);
+		return;
+	}
+	fc->attempts++;
+	fc->uf = upstream_fetch(fx->up, fc->ask->canonical, fc->ask->api_key, on_fetched, fc);
+	if (fc->uf == NULL) {
+		admit_done(&fc->ticket, ADMIT_NOTHING, 0, mono_ms(fx));
+		land_refused(fc, REFUSED_START, 0);
+	}
+}
+
+static void on_refused(void *arg, enum admit_refusal why, int64_t retry_after_ms)
+{
+	struct fetch *fc = arg;
+
+	CHECK_OBJ_NOTNULL(fc, FETCH_MAGIC);
+	land_refused(fc, (int)why, retry_after_ms);
+}
+
+/* admit_wanted_fn: is any waiter's client still there? Fronts report the
+ * clients that left (FETCH_GONE); a refresh has no waiter and never
+ * queues, so it is never asked. */
+static int fetch_wanted(void *arg)
+{
+	struct fetch *fc = arg;
+
+	CHECK_OBJ_NOTNULL(fc, FETCH_MAGIC);
+	return fc->alive > 0;
+}
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct fetch *fc = arg;
+
+	(void)fd;
+	(void)what;
+	CHECK_OBJ_NOTNULL(fc, FETCH_MAGIC);
+	event_free(fc->retry_timer);
+	fc->retry_timer = NULL;
+	start_fetch(fc);
+}
+
+/* A connect failure, a timeout, a truncated answer or 502/503/504: worth
+ * another try (GET is idempotent). */
+static int retryable(const struct upstream_response *resp)
+{
+	if (resp->result == UPSTREAM_OK)
+		return resp->status == 502 || resp->status == 503 || resp->status == 504;
+	return resp->result == UPSTREAM_CONNECT || resp->result == UPSTREAM_TIMEOUT ||
+	       resp->result == UPSTREAM_TRUNCATED;
+}
+
+/*
+ * After a retryable failure: if retries are left and admission grants one
+ * now (a token; never a queue), backs off (jittered) and tries again.
+ * Returns 1 if a retry is scheduled.
+ */
+static int schedule_retry(struct fetch *fc, int64_t now)
+{
+	struct fetcher *fx = fc->fx;
+	enum admit_refusal why;
+	int64_t wait, backoff;
+	struct timeval tv;
+
+	if (fc->attempts > (unsigned)fx->cfg->upstream_retries || fx->aborting ||
+	    is_offline(fx))
+		return 0;
+	if (admit_ask(fx->admit, &fc->ticket, fc->ask->keyhash,
+		      fc->ask->has_caller ? fc->ask->caller : NULL, 0, start_fetch, on_refused,
+		      fetch_wanted, fc, now, &why, &wait) != 1)
+		return 0;
+	backoff = limit_backoff_ms(fc->attempts - 1, fx->cfg->retry_backoff_ms,
+				   fx->cfg->retry_backoff_ms * 16, &fx->rng);
+	fc->retry_timer = evtimer_new(fx->base, on_retry_timer, fc);
+	AN(fc->retry_timer);
+	tv.tv_sec = backoff / 1000;
+	tv.tv_usec = (backoff % 1000) * 1000;
+	evtimer_add(fc->retry_timer, &tv);
+	cglog(CGLOG_INFO, "upstream: attempt %u failed; retrying in %" PRId64 " ms",
+	      fc->attempts, backoff);
+	return 1;
+}
+
+/* The vendor's Retry-After, in ms, or 0 when absent or unreadable. */
+static int64_t vendor_retry_after(const struct upstream_response *resp, int64_t now)
+{
+	int64_t delay;
+
+	for (size_t i = 0; i < resp->n_headers; i++)
+		if (strcmp(resp->headers[i].name, "Retry-After") == 0 &&
+		    limit_parse_retry_after(resp->headers[i].value, now, &delay) == 0)
+			return delay > 0 ? delay : 1;
+	return 0;
+}
+
+/* The answer as every waiter will see it; takes the body out of resp. */
+static struct fetched *fetched_from(const struct upstream_response *resp)
+{
+	struct fetched *f = fetched_new();
+	size_t len = evbuffer_get_length(resp->body);
+
+	f->asked = 1;
+	f->result = resp->result;
+	f->status = resp->status;
+	memcpy(f->error, resp->error, sizeof(f->error));
+	f->n_headers = resp->n_headers;
+	memcpy(f->headers, resp->headers, resp->n_headers * sizeof(resp->headers[0]));
+	if (len > 0) {
+		f->body = malloc(len);
+		AN(f->body);
+		CHECK(evbuffer_remove(resp->body, f->body, len) == (int)len);
+		f->body_len = len;
+	}
+	return f;
+}
+
+/*
+ * The upstream answered (or failed): tell admission how it went, retry if
+ * worth it, store a good answer, then wake everyone. A failure (no answer,
+ * 5xx, 429, or a 200 that is not a JSON array) never touches what is
+ * stored, and lets a stored answer stand in for the waiters.
+ */
+static void on_fetched(const struct upstream_response *resp, void *arg)
+{
+	struct fetch *fc = arg;
+	struct fetcher *fx;
+	struct fetched *f;
+	int64_t mono;
+	enum admit_outcome outcome = ADMIT_OK;
+	int64_t retry_after = 0;
+
+	CHECK_OBJ_NOTNULL(fc, FETCH_MAGIC);
+	fx = fc->fx;
+	mono = mono_ms(fx);
+	fc->uf = NULL;
+	if (resp->result == UPSTREAM_SHUTDOWN) {
+		outcome = ADMIT_NOTHING;
+	} else if (resp->result != UPSTREAM_OK || resp->status >= 500) {
+		outcome = ADMIT_FAILED;
+	} else if (resp->status == 429) {
+		outcome = ADMIT_LIMITED;
+		retry_after = vendor_retry_after(resp, now_ms(fx)); /* a delay */
+		cglog(CGLOG_WARN, "upstream: 429 for a key; no requests for it for %" PRId64
+		      " ms", retry_after > 0 ? retry_after : (int64_t)ADMIT_DEFAULT_BLOCK_MS);
+	}
+	admit_done(&fc->ticket, outcome, retry_after, mono);
+	publish_breaker(fx);
+	if (outcome == ADMIT_FAILED && retryable(resp) && schedule_retry(fc, mono))
+		return;
+	f = fetched_from(resp);
+	f->failed = outcome != ADMIT_OK;
+	if (resp->result == UPSTREAM_OK && resp->status == 200) {
+		if (!json_is_array(f->body, f->body_len)) {
+			f->failed = f->malformed = 1; /* a stored answer stands in, or 502 */
+		} else if (fc->ask->ttl_s > 0 &&
+			   store_answer(fc, resp, f->body, f->body_len, &f->etag)) {
+			f->stored = 1;
+		}
+	}
+	land(fc, f);
+}
+
+/* Opens the flight for the ask's id and its fetch (not yet asked for);
+ * takes the ask. */
+static struct fetch *fetch_open(struct fetcher *fx, struct fetch_ask *a)
+{
+	struct fetch *fc = calloc(1, sizeof(*fc));
+
+	AN(fc);
+	fc->magic = FETCH_MAGIC;
+	fc->fx = fx;
+	fc->ask = a;
+	fc->flight = flight_open(fx->flights, a->id);
+	flight_set_data(fc->flight, fc);
+	LIST_INSERT_HEAD(&fx->fetches, fc, link);
+	return fc;
+}
+
+/*
+ * Asks admission for an opened fetch: granted, the request goes now;
+ * queued, it goes (or is refused) later; refused, the flight lands at once.
+ * A background refresh (may_queue 0, no waiter) is only granted or dropped.
+ * The caller joins its waiter, if any, before; the fetch may be gone after.
+ */
+static void fetch_begin(struct fetcher *fx, struct fetch *fc, int may_queue)
+{
+	enum admit_refusal why = ADMIT_KEY_RATE;
+	int64_t retry = 0;
+	int rc;
+
+	if (is_offline(fx)) {
+		land_refused(fc, REFUSED_OFFLINE, 0);
+		return;
+	}
+	rc = admit_ask(fx->admit, &fc->ticket, fc->ask->keyhash,
+		       fc->ask->has_caller ? fc->ask->caller : NULL, may_queue, start_fetch,
+		       on_refused, fetch_wanted, fc, mono_ms(fx), &why, &retry);
+	publish_breaker(fx);
+	if (rc > 0)
+		start_fetch(fc);
+	else if (rc < 0)
+		land_refused(fc, (int)why, retry);
+}
+
+/* A refusal for one waiter that never joined a flight. */
+static void refuse_one(struct fetch_ask *a, int refusal, int64_t retry_after_ms)
+{
+	struct fetched *f = fetched_new();
+
+	f->refusal = refusal;
+	f->retry_after_ms = retry_after_ms;
+	send_landing(a->reply, a->token, 0, f);
+	fetched_release(f);
+}
+
+/* FETCH_MISS: joins the flight for the id, opening it (and asking for its
+ * upstream fetch) if this waiter is the first. Takes the ask. */
+static void ask_miss(struct fetcher *fx, struct fetch_ask *a)
+{
+	struct flight *flight = flight_find(fx->flights, a->id);
+	struct fetch *fc = NULL;
+	struct fwaiter *w;
+
+	if (fx->aborting) {
+		refuse_one(a, REFUSED_SHUTDOWN, 0);
+		fetch_ask_free(a);
+		return;
+	}
+	if (flight && flight_waiters(flight) >= (size_t)fx->cfg->max_waiters) {
+		refuse_one(a, REFUSED_OVERLOADED, 1000);
+		fetch_ask_free(a);
+		return;
+	}
+	w = calloc(1, sizeof(*w));
+	AN(w);
+	w->magic = FWAITER_MAGIC;
+	w->reply = a->reply;
+	w->token = a->token;
+	if (flight == NULL) {
+		fc = fetch_open(fx, a); /* takes the ask */
+		flight = fc->flight;
+	} else {
+		fetch_ask_free(a); /* the flight's own ask stands for it */
+	}
+	w->fc = flight_data(flight);
+	AZ(flight_join(flight, on_landed, w)); /* checked above; a new flight has room */
+	w->fc->alive++;
+	if (fc != NULL)
+		fetch_begin(fx, fc, 1);
+}
+
+/* FETCH_REFRESH: refreshes the id in the background, unless a fetch for
+ * it is under way; dropped if admission will not grant it now. */
+static void ask_refresh(struct fetcher *fx, struct fetch_ask *a)
+{
+	if (fx->aborting || flight_find(fx->flights, a->id) != NULL) {
+		fetch_ask_free(a);
+		return;
+	}
+	fetch_begin(fx, fetch_open(fx, a), 0);
+}
+
+static int same_waiter(void *arg, const void *key)
+{
+	const struct fwaiter *w = arg;
+	const struct fetch_ask *a = key;
+
+	return w->token == a->token && w->reply == a->reply;
+}
+
+/* FETCH_GONE: a waiter's client left; once none is left, a fetch still
+ * waiting in admission's queue is dropped instead of sent. */
+static void ask_gone(struct fetcher *fx, struct fetch_ask *a)
+{
+	struct flight *flight = flight_find(fx->flights, a->id);
+	struct fwaiter *w = flight ? flight_find_waiter(flight, same_waiter, a) : NULL;
+
+	if (w != NULL && !w->gone) {
+		w->gone = 1;
+		w->fc->alive--;
+	}
+	fetch_ask_free(a);
+}
+
+/* chan_fn for the inbox. */
+static void on_ask(struct chan_msg *m, void *arg)
+{
+	struct fetcher *fx = arg;
+	struct fetch_ask *a = (struct fetch_ask *)m;
+
+	CHECK_OBJ_NOTNULL(fx, FETCHER_MAGIC);
+	CHECK(m->kind == MSG_ASK);
+	CHECK_OBJ_NOTNULL(a, FETCH_ASK_MAGIC);
+	switch (a->kind) {
+	case FETCH_MISS:
+		ask_miss(fx, a);
+		break;
+	case FETCH_REFRESH:
+		ask_refresh(fx, a);
+		break;
+	case FETCH_GONE:
+		ask_gone(fx, a);
+		break;
+	default:
+		CHECK(!"an ask of an unknown kind");
+	}
+}
+
+/* ---- the fetcher ---- */
+
+struct fetcher *fetcher_new(struct event_base *base, const struct cg_config *cfg,
+			    struct upstream *up, struct store *store, struct lru *lru,
+			    char *err, size_t err_size)
+{
+	struct fetcher *fx = calloc(1, sizeof(*fx));
+	struct admit_config ac = {
+		.rate = cfg->upstream_rate,
+		.burst = cfg->upstream_burst,
+		.caller_rate = cfg->caller_header[0] ? cfg->caller_rate : 0,
+		.caller_burst = cfg->caller_burst,
+		.concurrency = cfg->upstream_concurrency,
+		.queue_limit = cfg->queue_limit,
+		.queue_timeout_ms = cfg->queue_timeout_ms,
+		.breaker_threshold = (unsigned)cfg->breaker_threshold,
+		.breaker_cooldown_ms = cfg->breaker_cooldown_ms,
+	};
+
+	AN(fx);
+	fx->magic = FETCHER_MAGIC;
+	fx->base = base;
+	fx->cfg = cfg;
+	fx->up = up;
+	fx->store = store;
+	fx->lru = lru;
+	LIST_INIT(&fx->fetches);
+	atomic_init(&fx->offline, cfg->offline);
+	atomic_init(&fx->breaker_until, 0);
+	fx->rng = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)fx << 16);
+	fx->flights = flight_table_new((size_t)cfg->max_waiters);
+	fx->admit = admit_new(base, &ac);
+	if (fx->admit == NULL) {
+		snprintf(err, err_size, "upstream-rate/upstream-burst: not usable");
+		fetcher_free(fx);
+		return NULL;
+	}
+	fx->inbox = chan_new(base, FETCH_INBOX_MAX, on_ask, fx);
+	if (fx->inbox == NULL) {
+		snprintf(err, err_size, "cannot make the fetcher's queue (eventfd)");
+		fetcher_free(fx);
+		return NULL;
+	}
+	return fx;
+}
+
+struct chan *fetcher_inbox(struct fetcher *fx)
+{
+	return fx->inbox;
+}
+
+void fetcher_abort(struct fetcher *fx)
+{
+	CHECK_OBJ_NOTNULL(fx, FETCHER_MAGIC);
+	fx->aborting = 1;
+	while (!LIST_EMPTY(&fx->fetches)) {
+		struct fetch *fc = LIST_FIRST(&fx->fetches);
+
+		if (fc->uf) {
+			upstream_cancel(fc->uf);
+			fc->uf = NULL;
+		}
+		land_refused(fc, REFUSED_SHUTDOWN, 0); /* out of admission too */
+	}
+}
+
+size_t fetcher_flights(const struct fetcher *fx)
+{
+	return flight_count(fx->flights);
+}
+
+const struct admit *fetcher_admit(const struct fetcher *fx)
+{
+	return fx->admit;
+}
+
+void fetcher_free(struct fetcher *fx)
+{
+	if (fx == NULL)
+		return;
+	CHECK_OBJ_NOTNULL(fx, FETCHER_MAGIC);
+	if (fx->inbox) {
+		fx->aborting = 1;
+		chan_free(fx->inbox); /* asks still queued are refused */
+	}
+	fetcher_abort(fx);
+	flight_table_free(fx->flights);
+	admit_free(fx->admit);
+	fx->magic = 0;
+	free(fx);
+}
