@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "policy/check.h"
+#include "policy/keyset.h"
 
 #define ADMIT_MAGIC 0x41444d54u
 #define TICKET_MAGIC 0x5449434bu
@@ -31,6 +32,10 @@ struct admit {
 	struct admit_config cfg;
 	struct limit_table *keys;
 	struct limit_table *callers; /* NULL without caller quotas */
+	struct limit_table *newkeys; /* one bucket; NULL without --new-key-rate */
+	struct limit_table *clients; /* NULL without --client-rate */
+	struct keyset *known;        /* keys answered 2xx */
+	struct keyset *trying;       /* new keys let through, for a while */
 	struct limit_breaker breaker;
 	struct ticket_queue queue;
 	size_t n_queued;
@@ -75,9 +80,18 @@ struct admit *admit_new(struct event_base *base, const struct admit_config *cfg)
 	if (cfg->caller_rate > 0)
 		a->callers = limit_table_new(cfg->caller_rate, (double)cfg->caller_burst,
 					     ADMIT_MAX_KEYS);
+	if (cfg->new_key_rate > 0)
+		a->newkeys = limit_table_new(cfg->new_key_rate,
+					     cfg->new_key_rate < 1 ? 1 : cfg->new_key_rate, 1);
+	if (cfg->client_rate > 0)
+		a->clients = limit_table_new(cfg->client_rate, (double)cfg->client_burst,
+					     ADMIT_MAX_KEYS);
+	a->known = keyset_new(ADMIT_KNOWN_KEYS);
+	a->trying = keyset_new(ADMIT_KNOWN_KEYS);
 	a->timer = evtimer_new(base, on_timer, a);
 	if (a->keys == NULL || (cfg->caller_rate > 0 && a->callers == NULL) ||
-	    a->timer == NULL) {
+	    (cfg->new_key_rate > 0 && a->newkeys == NULL) ||
+	    (cfg->client_rate > 0 && a->clients == NULL) || a->timer == NULL) {
 		admit_free(a);
 		return NULL;
 	}
@@ -95,6 +109,10 @@ void admit_free(struct admit *a)
 		event_free(a->timer);
 	limit_table_free(a->keys);
 	limit_table_free(a->callers);
+	limit_table_free(a->newkeys);
+	limit_table_free(a->clients);
+	keyset_free(a->known);
+	keyset_free(a->trying);
 	a->magic = 0;
 	free(a);
 }
@@ -160,6 +178,8 @@ const char *admit_limit_name(enum admit_refusal why)
 	case ADMIT_QUEUE_TIMEOUT: return "queue_timeout";
 	case ADMIT_BLOCKED: return "vendor_429";
 	case ADMIT_BREAKER: return "breaker";
+	case ADMIT_NEW_KEY: return "new_key_rate";
+	case ADMIT_CLIENT_RATE: return "client_rate";
 	case ADMIT_ABANDONED: break;
 	}
 	return "abandoned";
@@ -229,8 +249,49 @@ static int decide(struct admit *a, struct admit_ticket *t, size_t ahead,
 	return 1;
 }
 
+void admit_mark_known(struct admit *a, const uint8_t *key)
+{
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	keyset_put(a->known, key, KEYSET_FOREVER);
+}
+
+void admit_forget_known(struct admit *a, const uint8_t *key)
+{
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	keyset_forget(a->known, key);
+	keyset_forget(a->trying, key);
+}
+
+/* The gates before the queue (see admit.h): 0, or the wait with *why. */
+static int64_t gates(struct admit *a, const uint8_t *key, const uint8_t *client,
+		     int64_t now, enum admit_refusal *why)
+{
+	static const uint8_t one[ADMIT_KEY_LEN]; /* the new-key bucket's key */
+	int newkey = a->newkeys && keyset_get(a->known, key, 0) == 0 &&
+		     keyset_get(a->trying, key, now) == 0;
+	int64_t w;
+
+	/* a new key takes one token, then may go on (its own bucket limits
+	 * it) for ADMIT_TRYING_MS while its answer is awaited */
+	if (newkey && (w = limit_take(a->newkeys, one, now)) > 0) {
+		*why = ADMIT_NEW_KEY;
+		return w;
+	}
+	if (newkey)
+		keyset_put(a->trying, key, now + ADMIT_TRYING_MS);
+	if (client && a->clients && (w = limit_take(a->clients, client, now)) > 0) {
+		if (newkey) {
+			limit_refund(a->newkeys, one);
+			keyset_forget(a->trying, key);
+		}
+		*why = ADMIT_CLIENT_RATE;
+		return w;
+	}
+	return 0;
+}
+
 int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
-	      const uint8_t *caller, int may_queue, admit_go_fn go,
+	      const uint8_t *caller, const uint8_t *client, int may_queue, admit_go_fn go,
 	      admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg,
 	      int64_t now_ms, enum admit_refusal *why, int64_t *retry_after_ms)
 {
@@ -265,6 +326,8 @@ int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
 		*retry_after_ms = LIMIT_PROBE_WAIT_MS;
 		return -1;
 	}
+	if ((*retry_after_ms = gates(a, key, client, now_ms, why)) > 0)
+		return -1;
 	ahead = ahead_of(a, t, NULL);
 	rc = decide(a, t, ahead, now_ms, why, retry_after_ms);
 	if (rc != 0)

@@ -59,6 +59,8 @@
 #define ADMIT_MAX_KEYS 65536      /* buckets per table (keys, callers) */
 #define ADMIT_SWEEP_MS 1000       /* queued tickets are checked this often */
 #define ADMIT_DEFAULT_BLOCK_MS 30000 /* a 429 without a usable Retry-After */
+#define ADMIT_KNOWN_KEYS 65536    /* keys remembered as answered 2xx */
+#define ADMIT_TRYING_MS 10000     /* a new key let through goes on this long */
 
 struct event_base;
 struct admit;
@@ -73,6 +75,9 @@ struct admit_config {
 	long queue_timeout_ms;
 	unsigned breaker_threshold; /* 0: no breaker */
 	int64_t breaker_cooldown_ms;
+	double new_key_rate;      /* fetches/s of keys never answered 2xx (0: no limit) */
+	double client_rate;       /* fetches/s per client address (0: no limit) */
+	long client_burst;
 };
 
 /* Why a fetch may not go upstream; each names one limit (admit_limit_name)
@@ -85,10 +90,13 @@ enum admit_refusal {
 	ADMIT_BLOCKED,       /* the vendor said 429 for this key: 429 */
 	ADMIT_BREAKER,       /* the upstream's breaker is open: 503 */
 	ADMIT_ABANDONED,     /* every client waiting for it left */
+	ADMIT_NEW_KEY,       /* --new-key-rate: too many keys never seen to work: 429 */
+	ADMIT_CLIENT_RATE,   /* --client-rate: this client address's bucket: 429 */
 };
 
 /* "key_rate", "caller_quota", "queue_full", "queue_timeout", "vendor_429",
- * "breaker", "abandoned": the names clients and metrics see. */
+ * "breaker", "abandoned", "new_key_rate", "client_rate": the names clients
+ * and metrics see. */
 const char *admit_limit_name(enum admit_refusal why);
 
 /* How a granted fetch ended, for the breaker and the buckets. */
@@ -129,15 +137,29 @@ struct admit *admit_new(struct event_base *base, const struct admit_config *cfg)
 void admit_free(struct admit *a);
 
 /*
- * Asks for a fetch under API key hash `key` and optional caller hash `caller`
- * (NULL: none), both borrowed. Returns 1: granted now (the fetch may start;
- * no callback will come); 0: queued (go, refuse and wanted will be called,
- * with arg); -1: refused now, *why and *retry_after_ms (>= 1) say why. With may_queue 0 the answer is 1 or -1.
+ * Asks for a fetch under API key hash `key`, optional caller hash `caller`
+ * and optional client address hash `client` (NULL: none), all borrowed.
+ * Returns 1: granted now (the fetch may start; no callback will come); 0:
+ * queued (go, refuse and wanted will be called, with arg); -1: refused now,
+ * *why and *retry_after_ms (>= 1) say why. With may_queue 0 the answer is 1
+ * or -1. Two gates come first and never queue: a key never answered 2xx
+ * (admit_mark_known) takes a token of --new-key-rate (one per key: it may
+ * then go on for ADMIT_TRYING_MS, its own bucket limiting it, while its
+ * answer is awaited; so --new-key-rate counts keys, not requests), and a
+ * client address one of --client-rate; either refuses at once when empty
+ * (their tokens are spent at the ask, whatever happens to the ticket).
  */
 int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
-	      const uint8_t *caller, int may_queue, admit_go_fn go,
+	      const uint8_t *caller, const uint8_t *client, int may_queue, admit_go_fn go,
 	      admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg,
 	      int64_t now_ms, enum admit_refusal *why, int64_t *retry_after_ms);
+
+/* The vendor answered `key` 2xx: it is known from now on (a bounded memory
+ * of ADMIT_KNOWN_KEYS: a key forgotten counts as new again). */
+void admit_mark_known(struct admit *a, const uint8_t *key);
+
+/* The vendor refused `key` (401): it is new again. */
+void admit_forget_known(struct admit *a, const uint8_t *key);
 
 /*
  * A granted fetch ended: `outcome` goes to the breaker; ADMIT_LIMITED blocks

@@ -500,6 +500,15 @@ static const struct refusal refusals[] = {
 	 "the gateway is shutting down", 0},
 	{REFUSED_OVERLOADED, "stale-if-error", 503, "overloaded",
 	 "too many requests are waiting for this same answer", 0},
+	{ADMIT_NEW_KEY, "rate-limited", 429, "rate_limited",
+	 "too many API keys the vendor has not yet accepted are being tried; retry "
+	 "after Retry-After seconds", 1},
+	{ADMIT_CLIENT_RATE, "rate-limited", 429, "rate_limited",
+	 "this client address's upstream request rate is used up; retry after "
+	 "Retry-After seconds", 1},
+	{REFUSED_UNAUTHORIZED, "unauthorized", 401, "unauthorized",
+	 "the vendor refused this API key a moment ago (401); the gateway answers for "
+	 "it until --unauthorized-ttl has passed", 0},
 	{ADMIT_ABANDONED, "stale-if-error", 503, "abandoned", "the client left", 0},
 	/* REFUSED_START, and an upstream failure (refusal 0) */
 	{0, "stale-if-error", 502, "bad_gateway", "could not start the upstream request", 0},
@@ -555,6 +564,14 @@ static void add_limit_headers(const struct cg_config *cfg, struct evhttp_request
 		q = cfg->upstream_burst;
 		w = (int64_t)ceil((double)cfg->upstream_burst / cfg->upstream_rate);
 		break;
+	case ADMIT_NEW_KEY: /* one bucket for all new keys, burst = rate */
+		q = cfg->new_key_rate < 1 ? 1 : (int64_t)cfg->new_key_rate;
+		w = (int64_t)ceil((double)q / cfg->new_key_rate);
+		break;
+	case ADMIT_CLIENT_RATE:
+		q = cfg->client_burst;
+		w = (int64_t)ceil((double)cfg->client_burst / cfg->client_rate);
+		break;
 	case ADMIT_BREAKER:
 		w = wait_seconds(cfg->breaker_cooldown_ms);
 		break;
@@ -587,7 +604,8 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 	CHECK_OBJ_NOTNULL(as, ANSWERER_MAGIC);
 	CHECK_OBJ_NOTNULL(f, FETCHED_MAGIC);
 	/* a failure or a refusal: a stored answer stands in, if allowed */
-	if ((f->failed || !f->asked) && !w->refresh && f->refusal != ADMIT_ABANDONED) {
+	if ((f->failed || !f->asked) && !w->refresh && f->refusal != ADMIT_ABANDONED &&
+	    f->refusal != REFUSED_UNAUTHORIZED) {
 		struct serve_how how = {
 			.max_stale_ms = stale_allowance(as, f->refusal),
 			.fwd_status = !f->asked ? 0

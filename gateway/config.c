@@ -23,6 +23,7 @@ enum opt_type {
 	OPT_SECONDS,  /* uint32_t seconds */
 	OPT_FLAG,     /* int 0/1; a bare --flag means 1 */
 	OPT_RATE,     /* double, per second, decimals allowed */
+	OPT_RATE_OFF, /* OPT_RATE, or "off" (0) */
 	OPT_NAME,     /* an HTTP header name, or "" */
 	OPT_SECRET,   /* a token: printable ASCII, no spaces */
 };
@@ -121,8 +122,17 @@ static const struct opt opts[] = {
 	 "front-end loops serving clients (0: one per core, at most 64)"},
 	{"client-header-timeout", OPT_MS, OFF(client_header_timeout_ms), 100, 3600000,
 	 "10000", "MS", "a client's whole request head must arrive within this (408)"},
-	{"keepalive-timeout", OPT_MS, OFF(keepalive_timeout_ms), 100, 3600000, "60000",
+	{"keepalive-timeout", OPT_MS, OFF(keepalive_timeout_ms), 100, 3600000, "30000",
 	 "MS", "idle keep-alive connections are closed after this"},
+	{"new-key-rate", OPT_RATE_OFF, OFF(new_key_rate), 0, 100000, "5", "RPS",
+	 "upstream requests per second, all together, of API keys the vendor has not "
+	 "yet answered 2xx (off: no limit)"},
+	{"client-rate", OPT_RATE_OFF, OFF(client_rate), 0, 100000, "off", "RPS",
+	 "upstream requests per second per client address (off: no limit)"},
+	{"client-burst", OPT_COUNT, OFF(client_burst), 1, 100000, "20", "N",
+	 "upstream requests per client address at once, above client-rate"},
+	{"unauthorized-ttl", OPT_SECONDS, OFF(unauthorized_ttl_s), 0, 3600, "10", "SECONDS",
+	 "a vendor 401 for a key is answered locally this long (0: off)"},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -325,6 +335,12 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 			return -1;
 		}
 		return 0;
+	case OPT_RATE_OFF:
+		if (strcmp(value, "off") == 0 || strcmp(value, "0") == 0) {
+			*(double *)(void *)field = 0;
+			return 0;
+		}
+		return set_rate((double *)(void *)field, o, value, err, err_size);
 	case OPT_RATE:
 		return set_rate((double *)(void *)field, o, value, err, err_size);
 	case OPT_NAME:

@@ -80,6 +80,11 @@ struct cg_config {
 	long threads;                  /* front-end loops; 0: one per core */
 	long client_header_timeout_ms; /* a whole request head */
 	long keepalive_timeout_ms;     /* idle between requests */
+	/* abuse */
+	double new_key_rate;           /* upstream requests/s of never-good keys; 0 off */
+	double client_rate;            /* upstream requests/s per client address; 0 off */
+	long client_burst;
+	uint32_t unauthorized_ttl_s;   /* a vendor 401 answered locally this long; 0 off */
 };
 
 enum config_status {

@@ -26,11 +26,13 @@
 #include "gateway/log.h"
 #include "policy/check.h"
 #include "policy/json.h"
+#include "policy/keyset.h"
 #include "policy/limit.h"
 
 #define FETCHER_MAGIC 0x46545352u
 #define FETCH_MAGIC 0x46544348u
 #define FWAITER_MAGIC 0x46574954u
+#define UNAUTHORIZED_KEYS 4096 /* keys remembered as refused 401 */
 
 /* A waiter on a flight: a front's client, named by its token. */
 struct fwaiter {
@@ -71,6 +73,7 @@ struct fetcher {
 	struct chan *inbox;
 	struct flight_table *flights;
 	struct admit *admit;
+	struct keyset *unauthorized; /* keys the vendor answered 401, until when */
 	LIST_HEAD(, fetch) fetches;
 	uint64_t rng;      /* retry jitter */
 	int aborting;      /* fetcher_abort is landing everything */
@@ -383,7 +386,8 @@ static int schedule_retry(struct fetch *fc, int64_t now)
 	    is_offline(fx))
 		return 0;
 	if (admit_ask(fx->admit, &fc->ticket, fc->ask->keyhash,
-		      fc->ask->has_caller ? fc->ask->caller : NULL, 0, start_fetch, on_refused,
+		      fc->ask->has_caller ? fc->ask->caller : NULL,
+		      fc->ask->has_client ? fc->ask->client : NULL, 0, start_fetch, on_refused,
 		      fetch_wanted, fc, now, &why, &wait) != 1)
 		return 0;
 	backoff = limit_backoff_ms(fc->attempts - 1, fx->cfg->retry_backoff_ms,
@@ -462,6 +466,14 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 	}
 	admit_done(&fc->ticket, outcome, retry_after, mono);
 	publish_breaker(fx);
+	if (resp->result == UPSTREAM_OK && resp->status >= 200 && resp->status < 300)
+		admit_mark_known(fx->admit, fc->ask->keyhash);
+	if (resp->result == UPSTREAM_OK && resp->status == 401 &&
+	    fx->cfg->unauthorized_ttl_s > 0) {
+		keyset_put(fx->unauthorized, fc->ask->keyhash,
+			   mono + (int64_t)fx->cfg->unauthorized_ttl_s * 1000);
+		admit_forget_known(fx->admit, fc->ask->keyhash);
+	}
 	if (outcome == ADMIT_FAILED && retryable(resp) && schedule_retry(fc, mono))
 		return;
 	f = fetched_from(resp);
@@ -510,7 +522,8 @@ static void fetch_begin(struct fetcher *fx, struct fetch *fc, int may_queue)
 		return;
 	}
 	rc = admit_ask(fx->admit, &fc->ticket, fc->ask->keyhash,
-		       fc->ask->has_caller ? fc->ask->caller : NULL, may_queue, start_fetch,
+		       fc->ask->has_caller ? fc->ask->caller : NULL,
+		       fc->ask->has_client ? fc->ask->client : NULL, may_queue, start_fetch,
 		       on_refused, fetch_wanted, fc, mono_ms(fx), &why, &retry);
 	publish_breaker(fx);
 	if (rc > 0)
@@ -538,8 +551,17 @@ static void ask_miss(struct fetcher *fx, struct fetch_ask *a)
 	struct fetch *fc = NULL;
 	struct fwaiter *w;
 
+	int64_t until;
+
 	if (fx->aborting) {
 		refuse_one(a, REFUSED_SHUTDOWN, 0);
+		fetch_ask_free(a);
+		return;
+	}
+	if ((until = keyset_get(fx->unauthorized, a->keyhash, mono_ms(fx))) > 0) {
+		/* answered locally: a mistyped key must not spend the vendor's
+		 * patience (the key itself is never stored, only its hash) */
+		refuse_one(a, REFUSED_UNAUTHORIZED, until - mono_ms(fx));
 		fetch_ask_free(a);
 		return;
 	}
@@ -570,7 +592,8 @@ static void ask_miss(struct fetcher *fx, struct fetch_ask *a)
  * it is under way; dropped if admission will not grant it now. */
 static void ask_refresh(struct fetcher *fx, struct fetch_ask *a)
 {
-	if (fx->aborting || flight_find(fx->flights, a->id) != NULL) {
+	if (fx->aborting || flight_find(fx->flights, a->id) != NULL ||
+	    keyset_get(fx->unauthorized, a->keyhash, mono_ms(fx)) > 0) {
 		fetch_ask_free(a);
 		return;
 	}
@@ -640,6 +663,9 @@ struct fetcher *fetcher_new(struct event_base *base, const struct cg_config *cfg
 		.queue_timeout_ms = cfg->queue_timeout_ms,
 		.breaker_threshold = (unsigned)cfg->breaker_threshold,
 		.breaker_cooldown_ms = cfg->breaker_cooldown_ms,
+		.new_key_rate = cfg->new_key_rate,
+		.client_rate = cfg->client_rate,
+		.client_burst = cfg->client_burst,
 	};
 
 	AN(fx);
@@ -654,6 +680,7 @@ struct fetcher *fetcher_new(struct event_base *base, const struct cg_config *cfg
 	atomic_init(&fx->breaker_until, 0);
 	fx->rng = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)fx << 16);
 	fx->flights = flight_table_new((size_t)cfg->max_waiters);
+	fx->unauthorized = keyset_new(UNAUTHORIZED_KEYS);
 	fx->admit = admit_new(base, &ac);
 	if (fx->admit == NULL) {
 		snprintf(err, err_size, "upstream-rate/upstream-burst: not usable");
@@ -711,6 +738,7 @@ void fetcher_free(struct fetcher *fx)
 	fetcher_abort(fx);
 	flight_table_free(fx->flights);
 	admit_free(fx->admit);
+	keyset_free(fx->unauthorized);
 	fx->magic = 0;
 	free(fx);
 }

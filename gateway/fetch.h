@@ -62,6 +62,7 @@ enum {
 	REFUSED_START,         /* curl would not start the request */
 	REFUSED_SHUTDOWN,      /* the gateway is stopping */
 	REFUSED_OVERLOADED,    /* --max-waiters clients wait for this answer already */
+	REFUSED_UNAUTHORIZED,  /* the vendor answered this key 401 moments ago */
 };
 
 enum fetch_ask_kind {
@@ -83,6 +84,8 @@ struct fetch_ask {
 	uint8_t keyhash[STORE_KEYHASH_LEN];
 	uint8_t caller[STORE_KEYHASH_LEN]; /* with has_caller: its quota's key */
 	int has_caller;
+	uint8_t client[STORE_KEYHASH_LEN]; /* with has_client: its address's hash */
+	int has_client;
 	uint32_t ttl_s;       /* freshness of the answer when stored (0: never) */
 	char api_key[FETCH_API_KEY_MAX + 1];
 	size_t canonical_len;

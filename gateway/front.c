@@ -326,8 +326,26 @@ static const uint8_t *caller_hash(struct front *fr, struct evhttp_request *req,
 	return out;
 }
 
+/* With --client-rate: the hash of the client's address (its own bucket).
+ * Returns 0 when the connection is gone. */
+static int client_hash(struct evhttp_request *req, uint8_t out[STORE_KEYHASH_LEN])
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	char *addr = NULL;
+	ev_uint16_t port;
+
+	if (evcon == NULL)
+		return 0;
+	evhttp_connection_get_peer(evcon, &addr, &port);
+	if (addr == NULL)
+		return 0;
+	store_hash_api_key(addr, strlen(addr), out);
+	return 1;
+}
+
 /* An ask for the fetch layer about query q of key `key`. */
-static struct fetch_ask *make_ask(struct front *fr, enum fetch_ask_kind kind,
+static struct fetch_ask *make_ask(struct front *fr, struct evhttp_request *req,
+				  enum fetch_ask_kind kind,
 				  const struct query *q, const char *key,
 				  const uint8_t id[STORE_ID_LEN],
 				  const uint8_t keyhash[STORE_KEYHASH_LEN],
@@ -349,6 +367,8 @@ static struct fetch_ask *make_ask(struct front *fr, enum fetch_ask_kind kind,
 	}
 	a->ttl_s = ttl_seconds(&ttl, q);
 	a->reply = fr->inbox;
+	if (fr->cfg->client_rate > 0 && client_hash(req, a->client))
+		a->has_client = 1;
 	return a;
 }
 
@@ -429,7 +449,7 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 		/* answering may free the request, its key and caller header with
 		 * it: a refresh behind (stale-while-revalidate) is made first */
 		if (how.detail != NULL && !offline)
-			refresh = make_ask(fr, FETCH_REFRESH, &q, key, id, keyhash,
+			refresh = make_ask(fr, req, FETCH_REFRESH, &q, key, id, keyhash,
 					   caller_hash(fr, req, callerbuf));
 		served = answer_stored(fr->as, req, id, &how);
 		if (served == SERVED && how.served_stale && refresh) {
@@ -449,7 +469,7 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 		return;
 	}
 	caller = caller_hash(fr, req, callerbuf);
-	wait_for_fetch(fr, req, make_ask(fr, FETCH_MISS, &q, key, id, keyhash, caller), cc,
+	wait_for_fetch(fr, req, make_ask(fr, req, FETCH_MISS, &q, key, id, keyhash, caller), cc,
 		       served == TOO_STALE);
 }
 

@@ -153,31 +153,42 @@ static int64_t reclaim_wait(const struct limit_table *t, const struct limit_buck
 }
 
 /*
- * Looks at up to LIMIT_RECLAIM_SCAN nodes from the hand for one reclaimable
- * at now_ms. Returns its index, or LIMIT_NIL with *est set to the soonest
- * any scanned node becomes reclaimable. *scanned: how many were looked at.
+ * Looks at up to LIMIT_RECLAIM_SCAN nodes from the hand for one that can be
+ * forgotten at now_ms: a reclaimable one (full and not blocked), else the
+ * least recently used of the blocked ones (a vendor block forgotten costs
+ * at most another 429 for that key; a drained bucket forgotten would let
+ * its key exceed its rate, so those are never taken). Returns its index,
+ * or LIMIT_NIL with *est set to the soonest any scanned node becomes
+ * reclaimable. *scanned: how many were looked at.
  */
 static uint32_t scan(const struct limit_table *t, int64_t now_ms, int64_t *est,
 		     size_t *scanned)
 {
 	size_t n = t->count < LIMIT_RECLAIM_SCAN ? t->count : LIMIT_RECLAIM_SCAN;
 	size_t i, idx;
+	uint32_t blocked = LIMIT_NIL;
 	int64_t w, best = LIMIT_DELAY_MAX_MS;
 
 	assert(t->count > 0 && t->hand < t->count);
 	for (i = 0; i < n; i++) {
+		const struct limit_bucket *b;
+
 		idx = (t->hand + i) % t->count;
-		if (reclaimable(t, &t->nodes[idx], now_ms)) {
+		b = &t->nodes[idx];
+		if (reclaimable(t, b, now_ms)) {
 			*scanned = i + 1;
 			return (uint32_t)idx;
 		}
-		w = reclaim_wait(t, &t->nodes[idx], now_ms);
+		if (b->blocked_until_ms > now_ms &&
+		    (blocked == LIMIT_NIL || b->stamp_ms < t->nodes[blocked].stamp_ms))
+			blocked = (uint32_t)idx;
+		w = reclaim_wait(t, b, now_ms);
 		if (w < best)
 			best = w;
 	}
 	*scanned = n;
 	*est = best;
-	return LIMIT_NIL;
+	return blocked;
 }
 
 static void unlink_node(struct limit_table *t, uint32_t idx)

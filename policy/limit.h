@@ -16,7 +16,8 @@
  *    `rate` tokens per second up to `burst`; a request takes one whole token.
  *    A key seen for the first time starts full (burst tokens). Over any
  *    window of W seconds at most burst + rate * W tokens are taken for one
- *    key (net of refunds). A bucket may also be blocked until a deadline
+ *    key (net of refunds), unless a full table forgot its vendor block (see
+ *    below; it then starts full again). A bucket may also be blocked until a deadline
  *    (the vendor answered 429 with Retry-After): no token is handed out
  *    before it.
  *    States of a bucket: absent -> present (draining, refilling, perhaps
@@ -33,16 +34,19 @@
  *        of w returned at t is honest: absent other takes, blocks or rate
  *        changes for that key, a take at t + w succeeds and one at
  *        t + w - 1 would not have.
- *    When the table is full: a new key reclaims a reclaimable bucket found
- *    among the next LIMIT_RECLAIM_SCAN buckets after a rotating hand. If
- *    none of those is reclaimable, the new key is REFUSED: limit_take returns
- *    a wait (the time until the soonest of the scanned buckets becomes
- *    reclaimable, at least 1 ms) instead of giving the new key a bucket. We
- *    choose refusal over eviction because evicting a drained or blocked
- *    bucket would hand its key a fresh full bucket and let it exceed its
- *    limit (or forget a vendor block). The refusal wait is an estimate, not
- *    a promise: the hand moves on after a failed scan. Size max_keys so
- *    refusal only happens under abuse.
+ *    When the table is full: a new key takes a bucket that can be forgotten
+ *    safely, found among the next LIMIT_RECLAIM_SCAN buckets after a
+ *    rotating hand: a reclaimable one, else the least recently used of the
+ *    blocked ones (its key forgets the vendor's block: at worst one more
+ *    429 for it, where refusing would let a flood of keys the vendor blocks
+ *    lock every other key out). If the scanned buckets are all drained and
+ *    unblocked, the new key is REFUSED: limit_take returns a wait (the time
+ *    until the soonest of them becomes reclaimable, at least 1 ms) instead
+ *    of giving it a bucket; forgetting a drained bucket would let its key
+ *    exceed its limit. The refusal wait is an estimate, not a promise: the
+ *    hand moves on after a failed scan. Size max_keys, and bound how fast
+ *    new keys may come (the gateway's --new-key-rate), so refusal only
+ *    happens under abuse.
  *    Keys must already be uniformly distributed (the first 8 bytes are the
  *    hash). If callers can choose the raw caller id, hash it with a secret
  *    salt first, or they can lengthen hash chains on purpose.

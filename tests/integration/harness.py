@@ -260,7 +260,8 @@ _gw_count = [0]
 # scenarios about other things see every request reach the simulator once;
 # the protection scenarios pass protect=True and their own settings.
 UNPROTECTED = ["--upstream-rate", "100000", "--upstream-burst", "100000",
-               "--upstream-retries", "0", "--breaker-threshold", "0"]
+               "--upstream-retries", "0", "--breaker-threshold", "0",
+               "--new-key-rate", "off", "--unauthorized-ttl", "0"]
 
 
 def start_gateway(a, upstream_port, *extra, cache_dir=None, upstream=None, protect=False):

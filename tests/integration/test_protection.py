@@ -78,7 +78,8 @@ def retry_after(r, lo=1, hi=None):
     return n
 
 
-LIMITS = ("key_rate", "caller_quota", "queue_full", "queue_timeout", "vendor_429")
+LIMITS = ("key_rate", "caller_quota", "queue_full", "queue_timeout", "vendor_429",
+          "new_key_rate", "client_rate")
 
 
 def rate_limited(r, hi=None, limit=None):

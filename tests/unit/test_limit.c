@@ -303,15 +303,44 @@ static void test_full_table_reclaim(void **state)
 	assert_int_equal(limit_take(t, k[0], 2400), 0);
 	assert_int_equal(limit_take(t, k[0], 2400), 1000);
 	assert_int_equal(limit_take(t, k[2], 2400), 0); /* reclaims k[3] */
-	/* A blocked full bucket is not reclaimable; blocks for new keys on a
-	 * full table are refused. */
+	/* A blocked full bucket is not reclaimable (but see below). */
 	assert_int_equal(limit_block(t, k[1], 100000), 0);
-	assert_int_equal(limit_block(t, k[5], 100000), -1);
-	assert_int_equal(limit_blocked_until(t, k[5]), 0);
 	assert_int_equal(limit_take(t, k[3], 50000), 0); /* reclaims k[4] */
 	assert_int_equal(limit_take(t, k[4], 50000), 0); /* reclaims k[0] */
 	assert_int_equal(limit_blocked_until(t, k[1]), 100000);
 	assert_int_equal(limit_take(t, k[1], 50000), 50000);
+	limit_table_free(t);
+}
+
+/* Among blocked buckets, the least recently used is forgotten first. */
+static void test_full_table_forgets_lru_blocked(void **state)
+{
+	struct limit_table *t = limit_table_new(1.0, 1.0, 3);
+	uint8_t k[5][LIMIT_KEY_LEN];
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 5; i++)
+		make_key(k[i], 200 + i);
+	/* each takes its token at a different time, then is blocked */
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(limit_take(t, k[i], 100 * (i + 1)), 0);
+		assert_int_equal(limit_block(t, k[i], 1000000), 0);
+	}
+	assert_int_equal(limit_take(t, k[3], 400), 0); /* forgets k[0], the oldest */
+	assert_int_equal(limit_blocked_until(t, k[0]), 0);
+	assert_int_equal(limit_blocked_until(t, k[1]), 1000000);
+	assert_int_equal(limit_blocked_until(t, k[2]), 1000000);
+	/* blocks for new keys on a full table of blocked ones are recorded */
+	assert_int_equal(limit_block(t, k[4], 2000000), 0); /* forgets k[1] */
+	assert_int_equal(limit_blocked_until(t, k[4]), 2000000);
+	assert_int_equal(limit_blocked_until(t, k[1]), 0);
+	limit_table_free(t);
+	/* a table of drained, unblocked buckets still refuses a new key */
+	t = limit_table_new(1.0, 1.0, 2);
+	assert_int_equal(limit_take(t, k[0], 0), 0);
+	assert_int_equal(limit_take(t, k[1], 0), 0);
+	assert_int_equal(limit_take(t, k[2], 0), 1000);
 	limit_table_free(t);
 }
 
@@ -326,16 +355,16 @@ static void test_full_table_all_blocked(void **state)
 		make_key(k[i], 100 + i);
 	for (i = 0; i < 3; i++)
 		assert_int_equal(limit_block(t, k[i], 60000 + 1000 * i), 0);
-	assert_int_equal(limit_take(t, k[3], 10), 59990);
-	assert_int_equal(limit_take(t, k[3], 60000), 0);
-	assert_int_equal(limit_blocked_until(t, k[0]), 0); /* reclaimed */
+	/* a full table of blocked buckets: the new key takes one of them */
+	assert_int_equal(limit_take(t, k[3], 10), 0);
+	assert_int_equal(limit_blocked_until(t, k[0]), 0); /* forgotten */
 	assert_int_equal(limit_blocked_until(t, k[1]), 61000);
-	/* The refusal wait is clamped to LIMIT_DELAY_MAX_MS. */
 	limit_table_free(t);
-	t = limit_table_new(1.0, 1.0, 1);
-	assert_int_equal(limit_block(t, k[0], LIMIT_NOW_MAX), 0);
+	/* The refusal wait is clamped to LIMIT_DELAY_MAX_MS: a drained
+	 * bucket that refills in a century. */
+	t = limit_table_new(LIMIT_RATE_MIN, 1.0, 1);
+	assert_int_equal(limit_take(t, k[0], 0), 0);
 	assert_int_equal(limit_take(t, k[1], 0), LIMIT_DELAY_MAX_MS);
-	assert_int_equal(limit_take(t, k[0], 0), LIMIT_NOW_MAX);
 	limit_table_free(t);
 }
 
@@ -921,6 +950,7 @@ int main(void)
 	    cmocka_unit_test(test_set_rate),
 	    cmocka_unit_test(test_full_table_reclaim),
 	    cmocka_unit_test(test_full_table_all_blocked),
+	    cmocka_unit_test(test_full_table_forgets_lru_blocked),
 	    cmocka_unit_test(test_colliding_keys),
 	    cmocka_unit_test(test_window_property),
 	    cmocka_unit_test(test_window_property_full_table),
