@@ -15,7 +15,6 @@
  */
 #include "gateway/upstream.h"
 
-#include <assert.h>
 #include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -31,6 +30,14 @@
 #define SOCK_MAGIC 0x534f434bu
 #define CONTACTS_PATH "/api/public/contacts"
 #define API_KEY_HEADER "x-api-key: "
+
+/* Aborts when a struct that came through a void * is not what it claims.
+ * Not assert(): it must hold in Release builds (-DNDEBUG) too. */
+#define CHECK_OBJ(p, m) \
+	do { \
+		if ((p) == NULL || (p)->magic != (m)) \
+			abort(); \
+	} while (0)
 
 struct sock_watch {
 	unsigned magic;
@@ -109,7 +116,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	struct upstream_fetch *f = arg;
 	size_t n = size * nmemb;
 
-	assert(f->magic == FETCH_MAGIC);
+	CHECK_OBJ(f, FETCH_MAGIC);
 	if (evbuffer_get_length(f->resp.body) + n > f->up->cfg.max_body) {
 		f->too_big = 1;
 		return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
@@ -125,7 +132,7 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
 	size_t n = size * nitems;
 	const char *colon, *v, *end;
 
-	assert(f->magic == FETCH_MAGIC);
+	CHECK_OBJ(f, FETCH_MAGIC);
 	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
 		f->resp.n_headers = 0; /* a new response (after 100, redirects) */
 		return n;
@@ -227,7 +234,7 @@ static void check_done(struct upstream *up)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&f);
-		assert(f != NULL && f->magic == FETCH_MAGIC);
+		CHECK_OBJ(f, FETCH_MAGIC);
 		finish(f, msg->data.result);
 	}
 }
@@ -239,7 +246,7 @@ static void event_cb(evutil_socket_t fd, short what, void *arg)
 		     (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
 	int running;
 
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	curl_multi_socket_action(up->multi, fd, action, &running);
 	check_done(up);
 }
@@ -251,7 +258,7 @@ static void timer_event_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	check_done(up);
 }
@@ -263,7 +270,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *arg)
 	struct timeval tv;
 
 	(void)multi;
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	if (timeout_ms < 0) {
 		evtimer_del(up->timer);
 		return 0;
@@ -275,7 +282,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *arg)
 
 static void sock_unwatch(struct sock_watch *w)
 {
-	assert(w->magic == SOCK_MAGIC);
+	CHECK_OBJ(w, SOCK_MAGIC);
 	LIST_REMOVE(w, link);
 	event_free(w->ev);
 	w->magic = 0;
@@ -291,7 +298,7 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 	short kind = EV_PERSIST;
 
 	(void)easy;
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	if (what == CURL_POLL_REMOVE) {
 		if (w != NULL) {
 			curl_multi_assign(up->multi, s, NULL);
@@ -354,7 +361,7 @@ void upstream_free(struct upstream *up)
 {
 	if (up == NULL)
 		return;
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	while (!LIST_EMPTY(&up->fetches))
 		upstream_cancel(LIST_FIRST(&up->fetches));
 	if (up->multi)
@@ -378,7 +385,7 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 	size_t url_len, hdr_len;
 	char *url = NULL, *hdr = NULL;
 
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	f = calloc(1, sizeof(*f));
 	if (f == NULL)
 		abort();
@@ -449,7 +456,7 @@ fail:
 
 void upstream_cancel(struct upstream_fetch *f)
 {
-	assert(f->magic == FETCH_MAGIC);
+	CHECK_OBJ(f, FETCH_MAGIC);
 	curl_multi_remove_handle(f->up->multi, f->easy);
 	fetch_unlink(f);
 	fetch_destroy(f);
