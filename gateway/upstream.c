@@ -520,7 +520,9 @@ static void relay_headers(struct upstream_fetch *f, int64_t wall_ms)
 
 /* ---- the end of a fetch ---- */
 
-static enum upstream_result map_curl_code(CURLcode rc, int too_big)
+/* The result for curl's code; `sent`: the request went out, so what curl
+ * refused came from the answer. */
+static enum upstream_result map_curl_code(CURLcode rc, int too_big, int sent)
 {
 	switch (rc) {
 	case CURLE_OK:
@@ -543,8 +545,9 @@ static enum upstream_result map_curl_code(CURLcode rc, int too_big)
 	case CURLE_WRITE_ERROR:
 		return too_big ? UPSTREAM_TOO_BIG : UPSTREAM_FAILED;
 	case CURLE_WEIRD_SERVER_REPLY: /* e.g. a NUL in a header, a bad status line */
-	case CURLE_UNSUPPORTED_PROTOCOL: /* at transfer time: an HTTP/0.9 answer */
 		return UPSTREAM_INVALID;
+	case CURLE_UNSUPPORTED_PROTOCOL: /* after sending: an HTTP/0.9 answer */
+		return sent ? UPSTREAM_INVALID : UPSTREAM_FAILED;
 	default:
 		return UPSTREAM_FAILED;
 	}
@@ -624,10 +627,12 @@ static void finish(struct upstream_fetch *f, CURLcode rc)
 	struct upstream *up = f->up;
 	struct upstream_response *r = &f->resp;
 	struct timeval tv;
+	long sent = 0;
 
 	curl_multi_remove_handle(up->multi, f->easy);
 	fetch_unlink(f);
-	r->result = f->invalid ? UPSTREAM_INVALID : map_curl_code(rc, f->too_big);
+	curl_easy_getinfo(f->easy, CURLINFO_REQUEST_SIZE, &sent);
+	r->result = f->invalid ? UPSTREAM_INVALID : map_curl_code(rc, f->too_big, sent > 0);
 	curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME, &r->total_ms);
 	r->total_ms *= 1000.0;
 	if (r->result == UPSTREAM_OK) {
