@@ -49,10 +49,10 @@
 
 /* Aborts when a struct that came through a void * is not what it claims.
  * Not assert(): it must hold in Release builds (-DNDEBUG) too. */
-#define CHECK_OBJ(p, m) \
-	do { \
-		if ((p) == NULL || (p)->magic != (m)) \
-			abort(); \
+#define CHECK_OBJ(p, m)                                                                  \
+	do {                                                                             \
+		if ((p) == NULL || (p)->magic != (m))                                    \
+			abort();                                                         \
 	} while (0)
 
 /*
@@ -97,10 +97,10 @@ static const struct tracked {
 
 /* What the current header block said in one tracked header. */
 struct seen_header {
-	unsigned count;  /* lines with this name */
-	int conflict;    /* a later line differed from the first */
-	size_t len;      /* of the first value, trimmed */
-	uint64_t hash;   /* FNV-1a of the first value: compares over-long ones */
+	unsigned count; /* lines with this name */
+	int conflict;	/* a later line differed from the first */
+	size_t len;	/* of the first value, trimmed */
+	uint64_t hash;	/* FNV-1a of the first value: compares over-long ones */
 	char value[UPSTREAM_HEADER_VALUE_MAX]; /* the first value if len < max */
 };
 
@@ -118,14 +118,14 @@ struct upstream_fetch {
 	upstream_done_fn done;
 	void *arg;
 	int too_big;
-	int invalid;     /* outside the contract; resp.error says why */
+	int invalid; /* outside the contract; resp.error says why */
 	enum {
 		HEAD_BEFORE, /* a status line is next */
 		HEAD_IN,     /* in a header block, after its status line */
 		HEAD_DONE,   /* the final block ended: body, then trailers */
 	} head;
-	long interim;    /* the last interim 1xx status seen, 0 if none */
-	int in_interim;  /* the current block is an interim 1xx */
+	long interim;	/* the last interim 1xx status seen, 0 if none */
+	int in_interim; /* the current block is an interim 1xx */
 	struct seen_header seen[N_TRACKED]; /* of the current header block */
 	struct upstream_response resp;
 	LIST_ENTRY(upstream_fetch) link;
@@ -140,7 +140,7 @@ struct upstream {
 	struct upstream_config cfg;
 	char *base_url;
 	size_t in_flight;
-	time_t warned_at;       /* second of the last "refused" warning */
+	time_t warned_at;	/* second of the last "refused" warning */
 	unsigned long unwarned; /* refusals not logged since */
 	LIST_HEAD(, upstream_fetch) fetches;
 	LIST_HEAD(, sock_watch) socks;
@@ -285,7 +285,8 @@ static int digits(const char *p, size_t n)
 /* An RFC 9110 tchar. */
 static int tchar(char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') ||
 	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
@@ -323,7 +324,8 @@ static int media_type_ok(const char *p, size_t n, int json_only)
 	i = t + 1 + token_len(p + t + 1, n - t - 1);
 	if (i == t + 1)
 		return 0;
-	if (json_only && (i != sizeof(JSON_MEDIA) - 1 || strncasecmp(p, JSON_MEDIA, i) != 0))
+	if (json_only &&
+	    (i != sizeof(JSON_MEDIA) - 1 || strncasecmp(p, JSON_MEDIA, i) != 0))
 		return 0;
 	for (;;) {
 		i = skip_ows(p, i, n);
@@ -368,8 +370,8 @@ static int note_header(struct upstream_fetch *f, size_t i, const char *v, const 
 
 	while (v < end && (*v == ' ' || *v == '\t'))
 		v++;
-	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' ||
-			   end[-1] == '\t'))
+	while (end > v &&
+	       (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
 		end--;
 	len = (size_t)(end - v);
 	hash = fnv1a(v, len);
@@ -381,13 +383,14 @@ static int note_header(struct upstream_fetch *f, size_t i, const char *v, const 
 			s->value[len] = '\0';
 		}
 		if (tracked[i].kind == T_LENGTH && !digits(v, len)) {
-			refuse(f, "upstream sent a Content-Length that is not a decimal number");
+			refuse(f, "upstream sent a Content-Length that is not a decimal "
+				  "number");
 			return -1;
 		}
 		return 0;
 	}
-	if (len == s->len && (len < sizeof(s->value) ? memcmp(s->value, v, len) == 0
-						      : hash == s->hash))
+	if (len == s->len &&
+	    (len < sizeof(s->value) ? memcmp(s->value, v, len) == 0 : hash == s->hash))
 		return 0; /* the same again: collapsed */
 	if (tracked[i].kind == T_CODING)
 		return 0; /* codings are a list: curl judges them */
@@ -428,7 +431,8 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
 			f->interim = status; /* curl waits for the next block */
 			return n;
 		}
-		if (status >= 0 && status_refused(status, f->resp.error, sizeof(f->resp.error))) {
+		if (status >= 0 &&
+		    status_refused(status, f->resp.error, sizeof(f->resp.error))) {
 			f->invalid = 1; /* stopped before its headers and body */
 			return 0;
 		}
@@ -441,18 +445,20 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
 		f->head = f->in_interim ? HEAD_BEFORE : HEAD_DONE;
 		if (f->seen[H_LENGTH].count > 0 && f->seen[H_CODING].count > 0)
 			return refuse(f, "upstream sent both Content-Length and "
-				      "Transfer-Encoding");
+					 "Transfer-Encoding");
 		return n;
 	}
 	if (data[0] == ' ' || data[0] == '\t')
-		return refuse(f, "upstream sent a folded header line (obsolete line folding)");
+		return refuse(
+		    f, "upstream sent a folded header line (obsolete line folding)");
 	colon = memchr(data, ':', n);
 	if (colon == NULL)
 		return n;
 	for (size_t i = 0; i < N_TRACKED; i++) {
 		size_t len = strlen(tracked[i].name);
 
-		if (len != (size_t)(colon - data) || strncasecmp(tracked[i].name, data, len) != 0)
+		if (len != (size_t)(colon - data) ||
+		    strncasecmp(tracked[i].name, data, len) != 0)
 			continue;
 		if (note_header(f, i, colon + 1, data + n) != 0)
 			return 0;
@@ -497,11 +503,13 @@ static void relay_headers(struct upstream_fetch *f, int64_t wall_ms)
 				add_header(r, tracked[i].name, s->value);
 			} else if (r->status == 200) {
 				add_header(r, tracked[i].name, JSON_TYPE);
-				cglog(CGLOG_DEBUG, "upstream: a 200 with %s Content-Type, "
+				cglog(CGLOG_DEBUG,
+				      "upstream: a 200 with %s Content-Type, "
 				      "relayed as " JSON_TYPE,
 				      s->count == 0 ? "no"
-				      : s->len >= sizeof(s->value) ? "an over-long"
-								   : "a non-JSON or malformed");
+				      : s->len >= sizeof(s->value)
+					  ? "an over-long"
+					  : "a non-JSON or malformed");
 			}
 			break;
 		case T_LENGTH:
@@ -510,7 +518,8 @@ static void relay_headers(struct upstream_fetch *f, int64_t wall_ms)
 		case T_ADVICE:
 			ok = ok && s->len > 0 && printable(s->value, s->len);
 			if (ok && i == H_RETRY_AFTER)
-				ok = limit_parse_retry_after(s->value, wall_ms, &delay) == 0;
+				ok = limit_parse_retry_after(s->value, wall_ms, &delay) ==
+				     0;
 			if (ok)
 				add_header(r, tracked[i].name, s->value);
 			break;
@@ -612,12 +621,16 @@ static void warn_refused(struct upstream *up, const char *why)
 		return;
 	}
 	if (up->unwarned > 0)
-		cglog(CGLOG_WARN, "upstream: answer refused (502, or a stored answer "
+		cglog(CGLOG_WARN,
+		      "upstream: answer refused (502, or a stored answer "
 		      "stands in): %s; %lu more refused and not logged since the "
-		      "previous line", why, up->unwarned);
+		      "previous line",
+		      why, up->unwarned);
 	else
-		cglog(CGLOG_WARN, "upstream: answer refused (502, or a stored answer "
-		      "stands in): %s", why);
+		cglog(CGLOG_WARN,
+		      "upstream: answer refused (502, or a stored answer "
+		      "stands in): %s",
+		      why);
 	up->warned_at = tv.tv_sec;
 	up->unwarned = 0;
 }
@@ -632,13 +645,15 @@ static void finish(struct upstream_fetch *f, CURLcode rc)
 	curl_multi_remove_handle(up->multi, f->easy);
 	fetch_unlink(f);
 	curl_easy_getinfo(f->easy, CURLINFO_REQUEST_SIZE, &sent);
-	r->result = f->invalid ? UPSTREAM_INVALID : map_curl_code(rc, f->too_big, sent > 0);
+	r->result =
+	    f->invalid ? UPSTREAM_INVALID : map_curl_code(rc, f->too_big, sent > 0);
 	curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME, &r->total_ms);
 	r->total_ms *= 1000.0;
 	if (r->result == UPSTREAM_OK) {
 		curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &r->status);
 		if (status_refused(r->status, r->error, sizeof(r->error))) {
-			r->result = UPSTREAM_INVALID; /* a final 1xx, or one curl parsed */
+			r->result =
+			    UPSTREAM_INVALID; /* a final 1xx, or one curl parsed */
 		} else {
 			if (event_base_gettimeofday_cached(up->base, &tv) != 0)
 				gettimeofday(&tv, NULL);

@@ -2,15 +2,15 @@
 contract, with nothing stored and with an expired answer stored. The rules are
 in docs/configuration.md, "Upstream answers"; gateway/upstream.c applies them.
 
-  the vendor sends (simulator fault)     nothing stored               expired answer stored
-  two different Content-Types            502, names the problem       it stands in (fwd=stale), kept as is
-  two different Content-Lengths          502                          stands in
-  302 with or without Location           502, Location not relayed    stands in
-  304 (nothing conditional was asked)    502                          stands in
-  204, status 999                        502                          stands in
-  the same Content-Type twice            200, one JSON Content-Type   refreshed, stored with one JSON type
-  a Content-Type over 255 bytes          200, application/json; charset=utf-8, stored so
-  text/html on a JSON array              200, application/json; charset=utf-8, stored so
+  the vendor sends (sim fault)        nothing stored              expired answer stored
+  two different Content-Types         502, names the problem      it stands in (fwd=stale)
+  two different Content-Lengths       502                         stands in, kept as is
+  302 with or without Location        502, no Location relayed    stands in
+  304 (nothing conditional asked)     502                         stands in
+  204, status 999                     502                         stands in
+  the same Content-Type twice         200, one JSON type          refreshed, stored so
+  a Content-Type over 255 bytes       200, application/json; charset=utf-8, stored so
+  text/html on a JSON array           200, application/json; charset=utf-8, stored so
 
 An answer outside the contract costs one upstream request (never retried).
 Framing the simulator cannot produce (obs-fold, Content-Length with

@@ -371,8 +371,9 @@ static void on_pending_timer(evutil_socket_t fd, short what, void *arg)
  * (may be NULL for P_CLOSE and P_RESET). Returns the pending, owned by
  * sim.pending (answers have F_NONE's headers unless its shape is changed).
  */
-static struct pending *pending_start(struct evhttp_request *req, long ms, enum pending_action action,
-			  int status, struct evbuffer *body)
+static struct pending *pending_start(struct evhttp_request *req, long ms,
+				     enum pending_action action, int status,
+				     struct evbuffer *body)
 {
 	struct pending *p = calloc(1, sizeof(*p));
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -448,13 +449,14 @@ static int real_answer(const struct sim_org *org, const char *raw, struct evbuff
 	int code;
 
 	if (org == NULL) {
-		evbuffer_add_printf(b, "{\"statusCode\":401,\"message\":\"Invalid or missing API key\"}");
+		evbuffer_add_printf(b, "{\"statusCode\":401,"
+				       "\"message\":\"Invalid or missing API key\"}");
 		return 401;
 	}
 	code = sim_query(org, raw, sim.now_ms, b, why, sizeof(why));
 	if (code != 200)
-		evbuffer_add_printf(b, "{\"statusCode\":%d,\"message\":\"%s\",\"error\":\"Bad Request\"}",
-				    code, why);
+		evbuffer_add_printf(b, "{\"statusCode\":%d,\"message\":\"%s\","
+				       "\"error\":\"Bad Request\"}", code, why);
 	return code;
 }
 
