@@ -176,10 +176,11 @@ static void send_shaped(struct evhttp_request *req, int code, struct evbuffer *b
 		break;
 	case F_302:
 		evhttp_add_header(out, "Location", uri ? uri : SIM_PATH);
-		code = 302;
-		break;
+		/* fall through */
 	case F_302_BARE:
 		code = 302;
+		evbuffer_drain(body, len);
+		evbuffer_add_printf(body, "{\"statusCode\":302,\"message\":\"Found\"}");
 		break;
 	case F_304:
 	case F_204:
@@ -192,10 +193,6 @@ static void send_shaped(struct evhttp_request *req, int code, struct evbuffer *b
 		break;
 	default:
 		break;
-	}
-	if (code == 302) {
-		evbuffer_drain(body, len);
-		evbuffer_add_printf(body, "{\"statusCode\":302,\"message\":\"Found\"}");
 	}
 	if (type)
 		evhttp_add_header(out, "Content-Type", type);
