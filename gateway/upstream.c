@@ -12,25 +12,97 @@
  * the list of live fetches and the list of watched sockets. A fetch lives on
  * that list from upstream_fetch until its callback returns or it is
  * cancelled. Every struct passed through a void * carries a magic number.
+ *
+ * The vendor's answer is checked against the contract while it arrives
+ * (header_cb) and when it ends (finish); the rules are in upstream.h. An
+ * answer outside the contract is stopped at the first line that shows it
+ * (curl then closes that connection: nothing of it is read as the start of
+ * the next answer) and ends as UPSTREAM_INVALID. Per response header block
+ * (a status line, its header lines, the blank line) a fetch remembers the
+ * first value of each tracked header and whether a later one differed; an
+ * interim 1xx block is forgotten at the next status line, and header lines
+ * after the final block (chunked trailers) are ignored.
  */
 #include "gateway/upstream.h"
 
-#include <assert.h>
 #include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/time.h>
 
 #include "gateway/log.h"
+#include "policy/limit.h"
 
 #define UPSTREAM_MAGIC 0x55505354u
 #define FETCH_MAGIC 0x46455443u
 #define SOCK_MAGIC 0x534f434bu
 #define CONTACTS_PATH "/api/public/contacts"
 #define API_KEY_HEADER "x-api-key: "
+#define JSON_TYPE "application/json; charset=utf-8"
+#define JSON_MEDIA "application/json"
+
+/* Aborts when a struct that came through a void * is not what it claims.
+ * Not assert(): it must hold in Release builds (-DNDEBUG) too. */
+#define CHECK_OBJ(p, m)                                                                  \
+	do {                                                                             \
+		if ((p) == NULL || (p)->magic != (m))                                    \
+			abort();                                                         \
+	} while (0)
+
+/*
+ * The vendor's response headers the gateway reads, in their canonical
+ * spelling. Content-Type and Content-Length frame the answer: two different
+ * values make it invalid, and so does a Content-Length beside a
+ * Transfer-Encoding (RFC 9112 section 6.3: "ought to be handled as an
+ * error"). The advice headers are relayed when single (or repeated
+ * identically) and well formed, else dropped.
+ */
+enum tracked_kind { T_TYPE, T_LENGTH, T_CODING, T_ADVICE };
+
+enum {
+	H_TYPE,
+	H_LENGTH,
+	H_CODING,
+	H_RETRY_AFTER,
+	H_X_LIMIT,
+	H_X_REMAINING,
+	H_X_RESET,
+	H_LIMIT,
+	H_REMAINING,
+	H_RESET,
+	N_TRACKED
+};
+
+static const struct tracked {
+	const char *name;
+	enum tracked_kind kind;
+} tracked[N_TRACKED] = {
+	[H_TYPE] = {"Content-Type", T_TYPE},
+	[H_LENGTH] = {"Content-Length", T_LENGTH},
+	[H_CODING] = {"Transfer-Encoding", T_CODING},
+	[H_RETRY_AFTER] = {"Retry-After", T_ADVICE},
+	[H_X_LIMIT] = {"X-RateLimit-Limit", T_ADVICE},
+	[H_X_REMAINING] = {"X-RateLimit-Remaining", T_ADVICE},
+	[H_X_RESET] = {"X-RateLimit-Reset", T_ADVICE},
+	[H_LIMIT] = {"RateLimit-Limit", T_ADVICE},
+	[H_REMAINING] = {"RateLimit-Remaining", T_ADVICE},
+	[H_RESET] = {"RateLimit-Reset", T_ADVICE},
+};
+
+/* What the current header block said in one tracked header. */
+struct seen_header {
+	unsigned count; /* lines with this name */
+	int conflict;	/* a later line differed from the first */
+	size_t len;	/* of the first value, trimmed */
+	uint64_t hash;	/* FNV-1a of the first value: compares over-long ones */
+	char value[UPSTREAM_HEADER_VALUE_MAX]; /* the first value if len < max */
+};
 
 struct sock_watch {
 	unsigned magic;
@@ -46,6 +118,15 @@ struct upstream_fetch {
 	upstream_done_fn done;
 	void *arg;
 	int too_big;
+	int invalid; /* outside the contract; resp.error says why */
+	enum {
+		HEAD_BEFORE, /* a status line is next */
+		HEAD_IN,     /* in a header block, after its status line */
+		HEAD_DONE,   /* the final block ended: body, then trailers */
+	} head;
+	long interim;	/* the last interim 1xx status seen, 0 if none */
+	int in_interim; /* the current block is an interim 1xx */
+	struct seen_header seen[N_TRACKED]; /* of the current header block */
 	struct upstream_response resp;
 	LIST_ENTRY(upstream_fetch) link;
 	char curl_error[CURL_ERROR_SIZE];
@@ -59,16 +140,10 @@ struct upstream {
 	struct upstream_config cfg;
 	char *base_url;
 	size_t in_flight;
+	time_t warned_at;	/* second of the last "refused" warning */
+	unsigned long unwarned; /* refusals not logged since */
 	LIST_HEAD(, upstream_fetch) fetches;
 	LIST_HEAD(, sock_watch) socks;
-};
-
-/* Vendor response headers we pass on, in their canonical spelling. */
-static const char *const relayed_headers[] = {
-	"Content-Type",         "Retry-After",
-	"X-RateLimit-Limit",    "X-RateLimit-Remaining",
-	"X-RateLimit-Reset",    "RateLimit-Limit",
-	"RateLimit-Remaining",  "RateLimit-Reset",
 };
 
 static void check_done(struct upstream *up);
@@ -109,7 +184,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	struct upstream_fetch *f = arg;
 	size_t n = size * nmemb;
 
-	assert(f->magic == FETCH_MAGIC);
+	CHECK_OBJ(f, FETCH_MAGIC);
 	if (evbuffer_get_length(f->resp.body) + n > f->up->cfg.max_body) {
 		f->too_big = 1;
 		return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
@@ -119,50 +194,344 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* ---- the contract, checked on the answer's head ---- */
+
+/*
+ * Marks the answer as outside the contract, with the reason (words, never
+ * the vendor's bytes) in resp.error. Returns 0: what header_cb returns to
+ * make curl stop the transfer.
+ */
+static size_t refuse(struct upstream_fetch *f, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static size_t refuse(struct upstream_fetch *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	f->invalid = 1;
+	va_start(ap, fmt);
+	vsnprintf(f->resp.error, sizeof(f->resp.error), fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+/* Writes why a final `status` is outside the contract. Returns 1 if it is,
+ * 0 if it is relayed (200, 400, 401, 403, 404, 429, 500-599). */
+static int status_refused(long status, char *why, size_t n)
+{
+	if (status == 200 || status == 400 || status == 401 || status == 403 ||
+	    status == 404 || status == 429 || (status >= 500 && status <= 599))
+		return 0;
+	if (status == 304)
+		snprintf(why, n, "upstream sent a 304 to an unconditional request");
+	else if (status >= 300 && status <= 399)
+		snprintf(why, n, "upstream redirect (%ld) is not followed", status);
+	else
+		snprintf(why, n, "upstream status %ld is outside the contract", status);
+	return 1;
+}
+
+/* The status code on a status line ("HTTP/1.1 200 OK", "HTTP/2 200"): the
+ * three digits after the protocol, or -1 when there are none (curl judges). */
+static long status_of_line(const char *data, size_t n)
+{
+	size_t i = 5;
+
+	while (i < n && data[i] != ' ')
+		i++;
+	while (i < n && data[i] == ' ')
+		i++;
+	if (i + 3 > n)
+		return -1;
+	for (size_t k = i; k < i + 3; k++)
+		if (data[k] < '0' || data[k] > '9')
+			return -1;
+	if (i + 3 < n && data[i + 3] != ' ' && data[i + 3] != '\r' && data[i + 3] != '\n')
+		return -1;
+	return (data[i] - '0') * 100L + (data[i + 1] - '0') * 10L + (data[i + 2] - '0');
+}
+
+static uint64_t fnv1a(const char *p, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325u;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= 0x100000001b3u;
+	}
+	return h;
+}
+
+/* Visible ASCII, SP and HTAB only: no CR, LF, NUL or other control byte,
+ * nothing above 0x7e. */
+static int printable(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((p[i] < 0x20 && p[i] != '\t') || (unsigned char)p[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+static int digits(const char *p, size_t n)
+{
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < '0' || p[i] > '9')
+			return 0;
+	return 1;
+}
+
+/* An RFC 9110 tchar. */
+static int tchar(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static size_t token_len(const char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && tchar(p[i]))
+		i++;
+	return i;
+}
+
+static size_t skip_ows(const char *p, size_t i, size_t n)
+{
+	while (i < n && (p[i] == ' ' || p[i] == '\t'))
+		i++;
+	return i;
+}
+
+/*
+ * Is p[0..n) an RFC 9110 media type, type "/" subtype *( OWS ";" OWS
+ * [ name "=" ( token / quoted-string ) ] ), printable ASCII, shorter than
+ * UPSTREAM_HEADER_VALUE_MAX? With json_only, type and subtype must be
+ * application/json (any case).
+ */
+static int media_type_ok(const char *p, size_t n, int json_only)
+{
+	size_t i, t;
+
+	if (n == 0 || n >= UPSTREAM_HEADER_VALUE_MAX || !printable(p, n))
+		return 0;
+	t = token_len(p, n);
+	if (t == 0 || t == n || p[t] != '/')
+		return 0;
+	i = t + 1 + token_len(p + t + 1, n - t - 1);
+	if (i == t + 1)
+		return 0;
+	if (json_only &&
+	    (i != sizeof(JSON_MEDIA) - 1 || strncasecmp(p, JSON_MEDIA, i) != 0))
+		return 0;
+	for (;;) {
+		i = skip_ows(p, i, n);
+		if (i == n)
+			return 1;
+		if (p[i] != ';')
+			return 0;
+		i = skip_ows(p, i + 1, n);
+		if (i == n || p[i] == ';')
+			continue; /* an empty parameter */
+		t = token_len(p + i, n - i);
+		if (t == 0 || i + t == n || p[i + t] != '=')
+			return 0;
+		i += t + 1;
+		if (i < n && p[i] == '"') {
+			for (i++; i < n && p[i] != '"'; i++)
+				if (p[i] == '\\' && ++i == n)
+					return 0;
+			if (i == n)
+				return 0;
+			i++;
+		} else {
+			t = token_len(p + i, n - i);
+			if (t == 0)
+				return 0;
+			i += t;
+		}
+	}
+}
+
+/*
+ * One line of a tracked header (index i), value [v, end) untrimmed: the
+ * first is remembered; a different later one is a conflict, which refuses
+ * the answer for Content-Type and Content-Length. Returns 0 to go on, -1
+ * when the answer was refused.
+ */
+static int note_header(struct upstream_fetch *f, size_t i, const char *v, const char *end)
+{
+	struct seen_header *s = &f->seen[i];
+	size_t len;
+	uint64_t hash;
+
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v &&
+	       (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	len = (size_t)(end - v);
+	hash = fnv1a(v, len);
+	if (s->count++ == 0) {
+		s->len = len;
+		s->hash = hash;
+		if (len < sizeof(s->value)) {
+			memcpy(s->value, v, len);
+			s->value[len] = '\0';
+		}
+		if (tracked[i].kind == T_LENGTH && !digits(v, len)) {
+			refuse(f, "upstream sent a Content-Length that is not a decimal "
+				  "number");
+			return -1;
+		}
+		return 0;
+	}
+	if (len == s->len &&
+	    (len < sizeof(s->value) ? memcmp(s->value, v, len) == 0 : hash == s->hash))
+		return 0; /* the same again: collapsed */
+	if (tracked[i].kind == T_CODING)
+		return 0; /* codings are a list: curl judges them */
+	if (tracked[i].kind == T_ADVICE) {
+		s->conflict = 1; /* not relayed */
+		return 0;
+	}
+	refuse(f, "upstream sent 2 different %s headers", tracked[i].name);
+	return -1;
+}
+
+/*
+ * CURLOPT_HEADERFUNCTION: every line of every header block, status lines
+ * and the blank line included (curl unfolds nothing, passes trailers too,
+ * and no proxy CONNECT block with CURLOPT_SUPPRESS_CONNECT_HEADERS). Returns
+ * n to go on, 0 to stop the transfer (CURLE_WRITE_ERROR) when the answer is
+ * outside the contract.
+ */
 static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
 {
 	struct upstream_fetch *f = arg;
 	size_t n = size * nitems;
-	const char *colon, *v, *end;
+	const char *colon;
+	long status;
 
-	assert(f->magic == FETCH_MAGIC);
-	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
-		f->resp.n_headers = 0; /* a new response (after 100, redirects) */
+	CHECK_OBJ(f, FETCH_MAGIC);
+	if (f->invalid)
+		return 0;
+	if (f->head == HEAD_BEFORE) {
+		if (n < 5 || memcmp(data, "HTTP/", 5) != 0)
+			return n; /* not a status line: curl judges */
+		/* a new header block: an interim 1xx, or the final answer */
+		memset(f->seen, 0, sizeof(f->seen));
+		f->head = HEAD_IN;
+		status = status_of_line(data, n);
+		f->in_interim = status >= 100 && status <= 199 && status != 101;
+		if (f->in_interim) {
+			f->interim = status; /* curl waits for the next block */
+			return n;
+		}
+		if (status >= 0 &&
+		    status_refused(status, f->resp.error, sizeof(f->resp.error))) {
+			f->invalid = 1; /* stopped before its headers and body */
+			return 0;
+		}
 		return n;
 	}
+	if (f->head == HEAD_DONE)
+		return n; /* a trailer, after the body: never part of the answer */
+	if (data[0] == '\r' || data[0] == '\n') {
+		/* the blank line that ends the block */
+		f->head = f->in_interim ? HEAD_BEFORE : HEAD_DONE;
+		if (f->seen[H_LENGTH].count > 0 && f->seen[H_CODING].count > 0)
+			return refuse(f, "upstream sent both Content-Length and "
+					 "Transfer-Encoding");
+		return n;
+	}
+	if (data[0] == ' ' || data[0] == '\t')
+		return refuse(
+		    f, "upstream sent a folded header line (obsolete line folding)");
 	colon = memchr(data, ':', n);
 	if (colon == NULL)
 		return n;
-	for (size_t i = 0; i < sizeof(relayed_headers) / sizeof(relayed_headers[0]); i++) {
-		const char *name = relayed_headers[i];
-		struct upstream_header *h;
-		size_t len;
+	for (size_t i = 0; i < N_TRACKED; i++) {
+		size_t len = strlen(tracked[i].name);
 
-		if (strlen(name) != (size_t)(colon - data) ||
-		    strncasecmp(name, data, strlen(name)) != 0)
+		if (len != (size_t)(colon - data) ||
+		    strncasecmp(tracked[i].name, data, len) != 0)
 			continue;
-		if (f->resp.n_headers == UPSTREAM_HEADERS_MAX)
-			break;
-		v = colon + 1;
-		end = data + n;
-		while (v < end && (*v == ' ' || *v == '\t'))
-			v++;
-		while (end > v && (end[-1] == '\r' || end[-1] == '\n' ||
-				   end[-1] == ' ' || end[-1] == '\t'))
-			end--;
-		len = (size_t)(end - v);
-		if (len >= UPSTREAM_HEADER_VALUE_MAX)
-			break; /* not relayed rather than relayed cut short */
-		h = &f->resp.headers[f->resp.n_headers++];
-		h->name = name;
-		memcpy(h->value, v, len);
-		h->value[len] = '\0';
+		if (note_header(f, i, colon + 1, data + n) != 0)
+			return 0;
 		break;
 	}
 	return n;
 }
 
-static enum upstream_result map_curl_code(CURLcode rc, int too_big)
+static void add_header(struct upstream_response *r, const char *name, const char *value)
+{
+	struct upstream_header *h;
+
+	if (r->n_headers == UPSTREAM_HEADERS_MAX)
+		return;
+	h = &r->headers[r->n_headers++];
+	h->name = name;
+	snprintf(h->value, sizeof(h->value), "%s", value);
+}
+
+/*
+ * Fills resp.headers from the final header block of a relayed answer: a 200
+ * gets exactly one JSON Content-Type (the vendor's when it is a valid
+ * application/json type, else JSON_TYPE); another status the vendor's
+ * Content-Type when it is a valid media type, else none; the advice headers
+ * when single and well formed (Retry-After: delay-seconds or an HTTP-date).
+ * Content-Length is never relayed: the front frames its own answer.
+ */
+static void relay_headers(struct upstream_fetch *f, int64_t wall_ms)
+{
+	struct upstream_response *r = &f->resp;
+
+	r->n_headers = 0;
+	for (size_t i = 0; i < N_TRACKED; i++) {
+		const struct seen_header *s = &f->seen[i];
+		int ok = s->count > 0 && !s->conflict && s->len < sizeof(s->value);
+		int64_t delay;
+
+		switch (tracked[i].kind) {
+		case T_TYPE:
+			ok = ok && media_type_ok(s->value, s->len, r->status == 200);
+			if (ok) {
+				add_header(r, tracked[i].name, s->value);
+			} else if (r->status == 200) {
+				add_header(r, tracked[i].name, JSON_TYPE);
+				cglog(CGLOG_DEBUG,
+				      "upstream: a 200 with %s Content-Type, "
+				      "relayed as " JSON_TYPE,
+				      s->count == 0 ? "no"
+				      : s->len >= sizeof(s->value)
+					  ? "an over-long"
+					  : "a non-JSON or malformed");
+			}
+			break;
+		case T_LENGTH:
+		case T_CODING:
+			break;
+		case T_ADVICE:
+			ok = ok && s->len > 0 && printable(s->value, s->len);
+			if (ok && i == H_RETRY_AFTER)
+				ok = limit_parse_retry_after(s->value, wall_ms, &delay) ==
+				     0;
+			if (ok)
+				add_header(r, tracked[i].name, s->value);
+			break;
+		}
+	}
+}
+
+/* ---- the end of a fetch ---- */
+
+/* The result for curl's code; `sent`: the request went out, so what curl
+ * refused came from the answer. */
+static enum upstream_result map_curl_code(CURLcode rc, int too_big, int sent)
 {
 	switch (rc) {
 	case CURLE_OK:
@@ -184,31 +553,123 @@ static enum upstream_result map_curl_code(CURLcode rc, int too_big)
 		return UPSTREAM_TOO_BIG;
 	case CURLE_WRITE_ERROR:
 		return too_big ? UPSTREAM_TOO_BIG : UPSTREAM_FAILED;
+	case CURLE_WEIRD_SERVER_REPLY: /* e.g. a NUL in a header, a bad status line */
+		return UPSTREAM_INVALID;
+	case CURLE_UNSUPPORTED_PROTOCOL: /* after sending: an HTTP/0.9 answer */
+		return sent ? UPSTREAM_INVALID : UPSTREAM_FAILED;
 	default:
 		return UPSTREAM_FAILED;
 	}
+}
+
+/*
+ * Writes what went wrong with a failed transfer into resp.error, in words:
+ * what kind of failure, curl's own account of it (its error buffer, else
+ * curl_easy_strerror) and, when curl saw one, the socket's errno text.
+ */
+static void describe_failure(struct upstream_fetch *f, CURLcode rc)
+{
+	struct upstream_response *r = &f->resp;
+	const char *what = "upstream request failed";
+	const char *detail = f->curl_error[0] ? f->curl_error : curl_easy_strerror(rc);
+	char errbuf[128], os[160] = "";
+	long os_errno = 0;
+
+	switch (r->result) {
+	case UPSTREAM_TOO_BIG:
+		snprintf(r->error, sizeof(r->error),
+			 "upstream answer is larger than the %llu-byte limit",
+			 (unsigned long long)f->up->cfg.max_body);
+		return;
+	case UPSTREAM_CONNECT:
+		what = "upstream connection failed";
+		break;
+	case UPSTREAM_TIMEOUT:
+		what = "upstream timed out";
+		break;
+	case UPSTREAM_TRUNCATED:
+		what = "upstream answer cut short";
+		break;
+	case UPSTREAM_INVALID:
+		what = "upstream answer is not valid HTTP";
+		break;
+	default:
+		break;
+	}
+	if (curl_easy_getinfo(f->easy, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK &&
+	    os_errno != 0) {
+		const char *text = strerror_r((int)os_errno, errbuf, sizeof(errbuf));
+
+		if (strstr(detail, text) == NULL)
+			snprintf(os, sizeof(os), " (%s)", text);
+	}
+	if (snprintf(r->error, sizeof(r->error), "%s: %s%s", what, detail, os) >=
+	    (int)sizeof(r->error))
+		memcpy(r->error + sizeof(r->error) - 4, "...", 4); /* cut short: say so */
+}
+
+/* A refused answer is worth the operator's eye, but a vendor that sends
+ * nothing else must not flood the log: one line a second at most. */
+static void warn_refused(struct upstream *up, const char *why)
+{
+	struct timeval tv;
+
+	if (event_base_gettimeofday_cached(up->base, &tv) != 0)
+		gettimeofday(&tv, NULL);
+	if (tv.tv_sec == up->warned_at) {
+		up->unwarned++;
+		return;
+	}
+	if (up->unwarned > 0)
+		cglog(CGLOG_WARN,
+		      "upstream: answer refused (502, or a stored answer "
+		      "stands in): %s; %lu more refused and not logged since the "
+		      "previous line",
+		      why, up->unwarned);
+	else
+		cglog(CGLOG_WARN,
+		      "upstream: answer refused (502, or a stored answer "
+		      "stands in): %s",
+		      why);
+	up->warned_at = tv.tv_sec;
+	up->unwarned = 0;
 }
 
 static void finish(struct upstream_fetch *f, CURLcode rc)
 {
 	struct upstream *up = f->up;
 	struct upstream_response *r = &f->resp;
+	struct timeval tv;
+	long sent = 0;
 
 	curl_multi_remove_handle(up->multi, f->easy);
 	fetch_unlink(f);
-	r->result = map_curl_code(rc, f->too_big);
+	curl_easy_getinfo(f->easy, CURLINFO_REQUEST_SIZE, &sent);
+	r->result =
+	    f->invalid ? UPSTREAM_INVALID : map_curl_code(rc, f->too_big, sent > 0);
 	curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME, &r->total_ms);
 	r->total_ms *= 1000.0;
 	if (r->result == UPSTREAM_OK) {
 		curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &r->status);
-	} else if (r->result == UPSTREAM_TOO_BIG) {
+		if (status_refused(r->status, r->error, sizeof(r->error))) {
+			r->result =
+			    UPSTREAM_INVALID; /* a final 1xx, or one curl parsed */
+		} else {
+			if (event_base_gettimeofday_cached(up->base, &tv) != 0)
+				gettimeofday(&tv, NULL);
+			relay_headers(f, (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000);
+		}
+	} else if (rc == CURLE_GOT_NOTHING && f->interim != 0 && !f->invalid) {
+		r->result = UPSTREAM_INVALID;
 		snprintf(r->error, sizeof(r->error),
-			 "upstream answer is larger than the %llu-byte limit",
-			 (unsigned long long)up->cfg.max_body);
-	} else {
-		snprintf(r->error, sizeof(r->error), "%s",
-			 f->curl_error[0] ? f->curl_error : curl_easy_strerror(rc));
+			 "upstream sent an interim %ld and no final answer", f->interim);
+	} else if (!f->invalid) {
+		describe_failure(f, rc);
 	}
+	if (r->result != UPSTREAM_OK)
+		r->n_headers = 0;
+	if (r->result == UPSTREAM_INVALID)
+		warn_refused(up, r->error);
 	cglog(CGLOG_DEBUG, "upstream done: result=%d status=%ld bytes=%zu ms=%.1f%s%s",
 	      (int)r->result, r->status, evbuffer_get_length(r->body), r->total_ms,
 	      r->error[0] ? " error=" : "", r->error);
@@ -227,7 +688,7 @@ static void check_done(struct upstream *up)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&f);
-		assert(f != NULL && f->magic == FETCH_MAGIC);
+		CHECK_OBJ(f, FETCH_MAGIC);
 		finish(f, msg->data.result);
 	}
 }
@@ -239,7 +700,7 @@ static void event_cb(evutil_socket_t fd, short what, void *arg)
 		     (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
 	int running;
 
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	curl_multi_socket_action(up->multi, fd, action, &running);
 	check_done(up);
 }
@@ -251,7 +712,7 @@ static void timer_event_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	check_done(up);
 }
@@ -263,7 +724,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *arg)
 	struct timeval tv;
 
 	(void)multi;
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	if (timeout_ms < 0) {
 		evtimer_del(up->timer);
 		return 0;
@@ -275,7 +736,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *arg)
 
 static void sock_unwatch(struct sock_watch *w)
 {
-	assert(w->magic == SOCK_MAGIC);
+	CHECK_OBJ(w, SOCK_MAGIC);
 	LIST_REMOVE(w, link);
 	event_free(w->ev);
 	w->magic = 0;
@@ -291,7 +752,7 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 	short kind = EV_PERSIST;
 
 	(void)easy;
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	if (what == CURL_POLL_REMOVE) {
 		if (w != NULL) {
 			curl_multi_assign(up->multi, s, NULL);
@@ -354,7 +815,7 @@ void upstream_free(struct upstream *up)
 {
 	if (up == NULL)
 		return;
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	while (!LIST_EMPTY(&up->fetches))
 		upstream_cancel(LIST_FIRST(&up->fetches));
 	if (up->multi)
@@ -378,7 +839,7 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 	size_t url_len, hdr_len;
 	char *url = NULL, *hdr = NULL;
 
-	assert(up->magic == UPSTREAM_MAGIC);
+	CHECK_OBJ(up, UPSTREAM_MAGIC);
 	f = calloc(1, sizeof(*f));
 	if (f == NULL)
 		abort();
@@ -428,6 +889,7 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 	curl_easy_setopt(f->easy, CURLOPT_ACCEPT_ENCODING, "");
 	curl_easy_setopt(f->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(f->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(f->easy, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
 	free(url); /* curl copied it */
 	free(hdr);
 	url = hdr = NULL;
@@ -449,7 +911,7 @@ fail:
 
 void upstream_cancel(struct upstream_fetch *f)
 {
-	assert(f->magic == FETCH_MAGIC);
+	CHECK_OBJ(f, FETCH_MAGIC);
 	curl_multi_remove_handle(f->up->multi, f->easy);
 	fetch_unlink(f);
 	fetch_destroy(f);

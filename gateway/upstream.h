@@ -12,6 +12,28 @@
  * UPSTREAM_TOO_BIG), upstream connections (max_connections; further fetches
  * wait inside curl for a free connection), the whole-exchange and connect
  * timeouts.
+ *
+ * The contract on the vendor's answer (docs/configuration.md, "Upstream
+ * answers"). An answer that breaks it ends as UPSTREAM_INVALID, like any
+ * other failure, with resp->error saying what was wrong:
+ *   - final status: 200, 400, 401, 403, 404, 429 and 500-599 are relayed;
+ *     anything else (a final 1xx, 2xx other than 200, every 3xx with or
+ *     without Location, 304, other 4xx, outside 100-599) is invalid;
+ *   - Content-Type or Content-Length given twice with different values is
+ *     invalid (identical repeats are collapsed); a Content-Length that is
+ *     not plain digits, a folded (obs-fold) header line, and what curl
+ *     itself rejects as not HTTP (a NUL in a header, HTTP/0.9) too.
+ * A relayed answer's headers[] hold only clean values, so the front can
+ * relay and store them as they are:
+ *   - a 200 has exactly one Content-Type: the vendor's when it is one valid
+ *     application/json media type (parameters allowed, < 256 bytes), else
+ *     "application/json; charset=utf-8" (whether the body is a JSON array is
+ *     the front's check);
+ *   - another status has the vendor's Content-Type when it is one valid
+ *     media type (< 256 bytes), else none;
+ *   - Retry-After (delay-seconds or an HTTP-date) and the rate-limit headers
+ *     only when single (or repeated identically), printable ASCII and
+ *     < 256 bytes; otherwise they are dropped, the answer stands.
  */
 #ifndef CG_GATEWAY_UPSTREAM_H
 #define CG_GATEWAY_UPSTREAM_H
@@ -40,9 +62,11 @@ enum upstream_result {
 	UPSTREAM_TOO_BIG,    /* body over max_body: 502 */
 	UPSTREAM_FAILED,     /* anything else curl reports: 502 */
 	UPSTREAM_SHUTDOWN,   /* never sent or cut short: the gateway stops: 503 */
+	UPSTREAM_INVALID,    /* the vendor's answer is outside the contract
+			      * (see above): 502 */
 };
 
-/* Response headers relayed to the client when the vendor sends them. */
+/* Response headers relayed to the client (see the contract above). */
 #define UPSTREAM_HEADERS_MAX 8
 #define UPSTREAM_HEADER_VALUE_MAX 256
 
@@ -56,8 +80,10 @@ struct upstream_response {
 	long status;                /* HTTP status when result is UPSTREAM_OK */
 	struct evbuffer *body;      /* owned by the fetch; callers may drain it */
 	struct upstream_header headers[UPSTREAM_HEADERS_MAX];
-	size_t n_headers;           /* Content-Type, Retry-After, rate limits */
-	char error[256];            /* for UPSTREAM_* failures: what happened */
+	size_t n_headers;           /* Content-Type, Retry-After, rate limits;
+				     * 0 unless result is UPSTREAM_OK */
+	char error[256];            /* for UPSTREAM_* failures: what happened,
+				     * in words */
 	double total_ms;            /* time the exchange took */
 };
 
@@ -90,7 +116,7 @@ void upstream_cancel(struct upstream_fetch *f);
 /* Fetches started and not yet ended. */
 size_t upstream_in_flight(const struct upstream *up);
 
-/* The HTTP status a failed result maps to (502, 503 or 504). */
+/* The HTTP status a failed result maps to (502, 503 or 504; INVALID: 502). */
 int upstream_result_status(enum upstream_result r);
 
 #endif

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -120,6 +121,35 @@ def request(port, path, headers=None, method="GET", timeout=TIMEOUT, conn=None):
     finally:
         if own:
             conn.close()
+
+
+def raw_get(port, query, key=KEY_A):
+    """One GET with Connection: close on a fresh socket, the answer parsed by
+    hand (http.client folds repeated headers): (status, [(name, value)] in
+    order with lower-case names, body bytes as sent, up to the close)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        s.sendall(("GET %s?%s HTTP/1.1\r\nHost: sim\r\nx-api-key: %s\r\n"
+                   "Connection: close\r\n\r\n" % (PATH, query, key)).encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = [(n.strip().lower(), v.strip()) for n, _, v in
+               (line.partition(":") for line in lines[1:])]
+    return status, headers, body
+
+
+def values(headers, name):
+    """Every value of header `name` in a raw_get header list, in order."""
+    return [v for n, v in headers if n == name]
 
 
 def get(port, query, key=KEY_A, **kw):
@@ -673,12 +703,85 @@ def fault_truncated():
     still_serving()
 
 
+JSON_TYPE = "application/json; charset=utf-8"
+HTML_TYPE = "text/html; charset=utf-8"
+
+
+@test
+def fault_hostile_headers():
+    q = "days=30&limit=3"
+    full = ok(S.port, q).body
+    # the real answer, with its headers damaged
+    for kind, types in (("two-types", [JSON_TYPE, HTML_TYPE]),
+                        ("same-types", [JSON_TYPE, JSON_TYPE]),
+                        ("html-type", [HTML_TYPE])):
+        fault(kind)
+        status, hs, body = raw_get(S.port, q)
+        assert (status, values(hs, "content-type"), body) == (200, types, full), \
+            (kind, status, hs, body[:100])
+        assert values(hs, "content-length") == [str(len(full))], (kind, hs)
+    fault("two-lengths")
+    status, hs, body = raw_get(S.port, q)
+    assert status == 200 and body == full, (status, body[:100])
+    assert values(hs, "content-length") == [str(len(full)), str(len(full) + 1)], hs
+    assert values(hs, "content-type") == [JSON_TYPE], hs
+    fault("long-type")
+    status, hs, body = raw_get(S.port, q)
+    types = values(hs, "content-type")
+    assert status == 200 and body == full and len(types) == 1, (status, hs)
+    assert len(types[0]) == 300 and types[0].startswith(JSON_TYPE + "; x=aaa"), types
+    # the key check still happens: a bad key's 401 gets the damaged headers
+    fault("two-types")
+    status, hs, body = raw_get(S.port, q, key="sim-key-nope")
+    assert status == 401 and values(hs, "content-type") == [JSON_TYPE, HTML_TYPE], (status, hs)
+    assert json.loads(body)["statusCode"] == 401
+    still_serving()
+
+
+@test
+def fault_hostile_statuses():
+    q = "days=30&limit=3"
+    full = ok(S.port, q).body
+    fault("302")
+    status, hs, body = raw_get(S.port, q)
+    assert status == 302 and values(hs, "location") == [PATH + "?" + q], (status, hs)
+    assert json.loads(body) == {"statusCode": 302, "message": "Found"}, body
+    fault("302-bare")
+    status, hs, body = raw_get(S.port, q)
+    assert status == 302 and values(hs, "location") == [], (status, hs)
+    for kind, code in (("304", 304), ("204", 204)):
+        fault(kind)
+        status, hs, body = raw_get(S.port, q)
+        assert (status, body, values(hs, "content-type")) == (code, b"", []), (kind, status, hs)
+    fault("999")
+    status, hs, body = raw_get(S.port, q)
+    assert (status, body, values(hs, "content-type")) == (999, full, [JSON_TYPE]), (status, hs)
+    # http.client reads them too (what a kept-alive client sees next stays in step)
+    conn = http.client.HTTPConnection("127.0.0.1", S.port, timeout=TIMEOUT)
+    try:
+        for kind, code in (("304", 304), ("204", 204), ("302", 302), ("999", 999)):
+            fault(kind)
+            assert get(S.port, q, conn=conn).status == code, kind
+            assert get(S.port, q, conn=conn).body == full, kind
+    finally:
+        conn.close()
+    # latency delays them like every answer
+    post(S.port, "/__sim/latency?ms=200")
+    fault("302-bare")
+    t0 = time.time()
+    status, hs, body = raw_get(S.port, q)
+    assert status == 302 and time.time() - t0 >= 0.19, (status, time.time() - t0)
+    post(S.port, "/__sim/latency?ms=0")
+    assert stats(S.port)["in_flight"] == 0
+    still_serving()
+
+
 @test
 def fault_control_errors():
     for q in ("kind=nope", "", "kind=status&status=200", "kind=status&status=600",
               "kind=status&count=-1", "kind=status&count=x", "kind=hang&ms=1.5",
               "kind=429&retry_after=-1", "kind=hang&ms=999999999", "kind=status&key=",
-              "kind=%zz"):
+              "kind=%zz", "kind=two_types", "kind=303"):
         r = request(S.port, "/__sim/fault?" + q, method="POST")
         assert r.status == 400, (q, r.status)
         assert r.json()["statusCode"] == 400

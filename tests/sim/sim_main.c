@@ -63,10 +63,25 @@
 /* Aborts when a small allocation or an event setup fails. */
 #define AN(x) do { if ((x) == NULL) abort(); } while (0)
 
-enum fault_kind { F_STATUS, F_RESET, F_HANG, F_429, F_MALFORMED, F_TRUNCATED, F_N };
+/*
+ * Fault kinds. From F_TWO_TYPES on they are hostile answers outside the
+ * contract (docs/simulator.md): the request's real answer with its headers
+ * damaged, or a status the contract does not have. F_NONE is an answer as
+ * the contract says.
+ */
+enum fault_kind {
+	F_STATUS, F_RESET, F_HANG, F_429, F_MALFORMED, F_TRUNCATED,
+	F_TWO_TYPES, F_SAME_TYPES, F_TWO_LENGTHS, F_LONG_TYPE, F_HTML_TYPE,
+	F_302, F_302_BARE, F_304, F_204, F_999,
+	F_N,
+	F_NONE = F_N
+};
 static const char *const fault_names[F_N] = {
 	"status", "reset", "hang", "429", "malformed", "truncated",
+	"two-types", "same-types", "two-lengths", "long-type", "html-type",
+	"302", "302-bare", "304", "204", "999",
 };
+#define LONG_TYPE_BYTES 300 /* the long-type fault's Content-Type */
 
 struct fault {
 	enum fault_kind kind;
@@ -89,6 +104,7 @@ struct pending {
 	unsigned magic;
 	struct evhttp_request *req;  /* not owned while attached to a connection */
 	enum pending_action action;
+	enum fault_kind shape;       /* P_ANSWER: how its headers look */
 	int status;                  /* P_ANSWER, P_TRUNCATE */
 	struct evbuffer *body;       /* owned; P_ANSWER, P_TRUNCATE */
 	struct event *timer;         /* owned */
@@ -121,11 +137,72 @@ static int64_t wall_ms(void)
 
 /* ---- answering ---- */
 
+/*
+ * Sends `code` with `body` (borrowed, drained) and the headers of `shape`:
+ * F_NONE the contract's (one JSON Content-Type); a hostile kind damages
+ * them or replaces the status (302, 304, 204: no body; 999).
+ */
+static void send_shaped(struct evhttp_request *req, int code, struct evbuffer *body,
+			enum fault_kind shape)
+{
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	const char *uri = evhttp_request_get_uri(req);
+	size_t len = evbuffer_get_length(body);
+	char text[LONG_TYPE_BYTES + 1];
+	const char *type = JSON_TYPE;
+
+	switch (shape) {
+	case F_TWO_TYPES:
+		evhttp_add_header(out, "Content-Type", JSON_TYPE);
+		type = "text/html; charset=utf-8";
+		break;
+	case F_SAME_TYPES:
+		evhttp_add_header(out, "Content-Type", JSON_TYPE);
+		break;
+	case F_TWO_LENGTHS: /* the true length first, then one more */
+		snprintf(text, sizeof(text), "%zu", len);
+		evhttp_add_header(out, "Content-Length", text);
+		snprintf(text, sizeof(text), "%zu", len + 1);
+		evhttp_add_header(out, "Content-Length", text);
+		break;
+	case F_LONG_TYPE: /* application/json; charset=utf-8; x=aaa...: 300 bytes */
+		memset(text, 'a', LONG_TYPE_BYTES);
+		memcpy(text, JSON_TYPE "; x=", sizeof(JSON_TYPE "; x=") - 1);
+		text[LONG_TYPE_BYTES] = '\0';
+		type = text;
+		break;
+	case F_HTML_TYPE:
+		type = "text/html; charset=utf-8";
+		break;
+	case F_302:
+		evhttp_add_header(out, "Location", uri ? uri : SIM_PATH);
+		/* fall through */
+	case F_302_BARE:
+		code = 302;
+		evbuffer_drain(body, len);
+		evbuffer_add_printf(body, "{\"statusCode\":302,\"message\":\"Found\"}");
+		break;
+	case F_304:
+	case F_204:
+		code = shape == F_304 ? 304 : 204;
+		evbuffer_drain(body, len); /* neither has a body */
+		type = NULL;
+		break;
+	case F_999:
+		code = 999;
+		break;
+	default:
+		break;
+	}
+	if (type)
+		evhttp_add_header(out, "Content-Type", type);
+	evhttp_send_reply(req, code, NULL, body);
+}
+
 /* Sends `code` with `body` (borrowed, drained) as JSON. */
 static void send_buffer(struct evhttp_request *req, int code, struct evbuffer *body)
 {
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", JSON_TYPE);
-	evhttp_send_reply(req, code, NULL, body);
+	send_shaped(req, code, body, F_NONE);
 }
 
 static void send_json(struct evhttp_request *req, int code, const char *json)
@@ -272,7 +349,7 @@ static void on_pending_timer(evutil_socket_t fd, short what, void *arg)
 	evhttp_connection_set_closecb(evcon, NULL, NULL);
 	switch (p->action) {
 	case P_ANSWER:
-		send_buffer(p->req, p->status, p->body);
+		send_shaped(p->req, p->status, p->body, p->shape);
 		break;
 	case P_CLOSE:
 		evhttp_connection_free(evcon);
@@ -288,10 +365,12 @@ static void on_pending_timer(evutil_socket_t fd, short what, void *arg)
 
 /*
  * Holds `req` for `ms`, then plays `action`. Takes ownership of `body`
- * (may be NULL for P_CLOSE and P_RESET).
+ * (may be NULL for P_CLOSE and P_RESET). Returns the pending, owned by
+ * sim.pending (answers have F_NONE's headers unless its shape is changed).
  */
-static void pending_start(struct evhttp_request *req, long ms, enum pending_action action,
-			  int status, struct evbuffer *body)
+static struct pending *pending_start(struct evhttp_request *req, long ms,
+				     enum pending_action action, int status,
+				     struct evbuffer *body)
 {
 	struct pending *p = calloc(1, sizeof(*p));
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -302,6 +381,7 @@ static void pending_start(struct evhttp_request *req, long ms, enum pending_acti
 	p->magic = PENDING_MAGIC;
 	p->req = req;
 	p->action = action;
+	p->shape = F_NONE;
 	p->status = status;
 	p->body = body;
 	p->timer = evtimer_new(sim.base, on_pending_timer, p);
@@ -312,18 +392,27 @@ static void pending_start(struct evhttp_request *req, long ms, enum pending_acti
 	sim.pending = p;
 	evhttp_connection_set_closecb(evcon, on_pending_conn_close, p);
 	evtimer_add(p->timer, &tv);
+	return p;
+}
+
+/* Answers a counted request now, or after the latency, with the headers of
+ * `shape` (send_shaped). Takes `body`. */
+static void respond_shaped(struct evhttp_request *req, int code, struct evbuffer *body,
+			   enum fault_kind shape)
+{
+	if (sim.latency_ms > 0) {
+		pending_start(req, sim.latency_ms, P_ANSWER, code, body)->shape = shape;
+		return;
+	}
+	send_shaped(req, code, body, shape);
+	evbuffer_free(body);
+	done_one();
 }
 
 /* Answers a counted request now, or after the latency. Takes `body`. */
 static void respond(struct evhttp_request *req, int code, struct evbuffer *body)
 {
-	if (sim.latency_ms > 0) {
-		pending_start(req, sim.latency_ms, P_ANSWER, code, body);
-		return;
-	}
-	send_buffer(req, code, body);
-	evbuffer_free(body);
-	done_one();
+	respond_shaped(req, code, body, F_NONE);
 }
 
 static void respond_json(struct evhttp_request *req, int code, const char *json)
@@ -347,6 +436,25 @@ static const struct sim_org *find_org(const char *key, size_t *index)
 		}
 	}
 	return NULL;
+}
+
+/* The answer a request gets when no fault plays: 401, 400 or 200 with its
+ * JSON body appended to `b`. Returns the status. */
+static int real_answer(const struct sim_org *org, const char *raw, struct evbuffer *b)
+{
+	char why[256];
+	int code;
+
+	if (org == NULL) {
+		evbuffer_add_printf(b, "{\"statusCode\":401,"
+				       "\"message\":\"Invalid or missing API key\"}");
+		return 401;
+	}
+	code = sim_query(org, raw, sim.now_ms, b, why, sizeof(why));
+	if (code != 200)
+		evbuffer_add_printf(b, "{\"statusCode\":%d,\"message\":\"%s\","
+				       "\"error\":\"Bad Request\"}", code, why);
+	return code;
 }
 
 /*
@@ -425,6 +533,20 @@ static void play_fault(struct evhttp_request *req, const struct fault *f,
 		}
 		pending_start(req, sim.latency_ms, P_TRUNCATE, 200, b);
 		return;
+	case F_TWO_TYPES:
+	case F_SAME_TYPES:
+	case F_TWO_LENGTHS:
+	case F_LONG_TYPE:
+	case F_HTML_TYPE:
+	case F_302:
+	case F_302_BARE:
+	case F_304:
+	case F_204:
+	case F_999:
+		b = evbuffer_new();
+		AN(b);
+		respond_shaped(req, real_answer(org, raw, b), b, f->kind);
+		return;
 	case F_N:
 		break;
 	}
@@ -439,9 +561,7 @@ static void handle_contacts(struct evhttp_request *req)
 	const struct sim_org *org;
 	struct evbuffer *b;
 	struct fault f;
-	char why[256];
 	size_t index;
-	int code;
 
 	if (key == NULL)
 		key = "";
@@ -459,17 +579,9 @@ static void handle_contacts(struct evhttp_request *req)
 		play_fault(req, &f, org, raw);
 		return;
 	}
-	if (org == NULL) {
-		respond_json(req, 401, "{\"statusCode\":401,\"message\":\"Invalid or missing API key\"}");
-		return;
-	}
 	b = evbuffer_new();
 	AN(b);
-	code = sim_query(org, raw, sim.now_ms, b, why, sizeof(why));
-	if (code != 200)
-		evbuffer_add_printf(b, "{\"statusCode\":%d,\"message\":\"%s\",\"error\":\"Bad Request\"}",
-				    code, why);
-	respond(req, code, b);
+	respond(req, real_answer(org, raw, b), b);
 }
 
 /* ---- the control API ---- */
@@ -513,7 +625,9 @@ static void handle_fault(struct evhttp_request *req, struct evkeyvalq *args)
 		;
 	if (kind == NULL || k == F_N) {
 		send_bad_request(req, "kind must be one of: status, reset, hang, 429, "
-				      "malformed, truncated");
+				      "malformed, truncated, two-types, same-types, "
+				      "two-lengths, long-type, html-type, 302, 302-bare, "
+				      "304, 204, 999");
 		return;
 	}
 	f.kind = (enum fault_kind)k;
