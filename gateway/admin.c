@@ -337,6 +337,13 @@ struct admin *admin_new(struct event_base *base, const struct cg_config *cfg,
 	return ad;
 }
 
+void admin_set_config(struct admin *ad, const struct cg_config *cfg)
+{
+	CHECK_OBJ_NOTNULL(ad, ADMIN_MAGIC);
+	ad->cfg = cfg;
+	digest(cfg->admin_token, strlen(cfg->admin_token), ad->token_digest);
+}
+
 unsigned admin_port(const struct admin *ad)
 {
 	return ad->port;

@@ -39,6 +39,10 @@ struct admin *admin_new(struct event_base *base, const struct cg_config *cfg,
 			struct store *store, struct fetcher *fetcher, char *err,
 			size_t err_size);
 
+/* New settings (a reload; borrowed until the next): the token. The
+ * address stays (it cannot change without a restart). */
+void admin_set_config(struct admin *ad, const struct cg_config *cfg);
+
 /* The port it listens on (for --admin-listen HOST:0). */
 unsigned admin_port(const struct admin *ad);
 

@@ -117,6 +117,49 @@ void admit_free(struct admit *a)
 	free(a);
 }
 
+/* Makes *table match (rate, burst): created, re-rated or freed (rate 0).
+ * Returns 0, or -1 if the table cannot be made or re-rated. */
+static int retable(struct limit_table **table, double rate, double burst, size_t keys)
+{
+	if (rate <= 0) {
+		limit_table_free(*table);
+		*table = NULL;
+		return 0;
+	}
+	if (*table == NULL)
+		return (*table = limit_table_new(rate, burst, keys)) ? 0 : -1;
+	return limit_table_set_rate(*table, rate, burst);
+}
+
+int admit_set_config(struct admit *a, const struct admit_config *cfg)
+{
+	struct limit_table *check;
+
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	/* refuse before changing anything: a table of one key is cheap */
+	if ((check = limit_table_new(cfg->rate, (double)cfg->burst, 1)) == NULL)
+		return -1;
+	limit_table_free(check);
+	if (limit_table_set_rate(a->keys, cfg->rate, (double)cfg->burst) != 0 ||
+	    retable(&a->callers, cfg->caller_rate, (double)cfg->caller_burst,
+		    ADMIT_MAX_KEYS) != 0 ||
+	    retable(&a->newkeys, cfg->new_key_rate,
+		    cfg->new_key_rate < 1 ? 1 : cfg->new_key_rate, 1) != 0 ||
+	    retable(&a->clients, cfg->client_rate, (double)cfg->client_burst,
+		    ADMIT_MAX_KEYS) != 0)
+		return -1;
+	a->cfg = *cfg;
+	a->breaker.threshold = cfg->breaker_threshold;
+	a->breaker.cooldown_ms = cfg->breaker_cooldown_ms < 0 ? 0
+				 : cfg->breaker_cooldown_ms > LIMIT_DELAY_MAX_MS
+					 ? LIMIT_DELAY_MAX_MS
+					 : cfg->breaker_cooldown_ms;
+	if (cfg->breaker_threshold == 0 && a->breaker.state != LIMIT_BREAKER_CLOSED)
+		limit_breaker_success(&a->breaker); /* disabled: closed */
+	pump(a, mono_ms(a));
+	return 0;
+}
+
 /* The wait for this ticket's tokens (key and caller), 0 if both are there. */
 static int64_t token_wait(struct admit *a, const struct admit_ticket *t, int64_t now)
 {

@@ -136,6 +136,12 @@ struct admit *admit_new(struct event_base *base, const struct admit_config *cfg)
 /* Frees it. Every ticket must be done or cancelled first. */
 void admit_free(struct admit *a);
 
+/* New settings (a reload): rates and bursts apply to every bucket (their
+ * tokens kept, capped at the new burst), the breaker keeps its state with
+ * the new threshold and cool-down, queued tickets keep their deadlines.
+ * Returns 0, or -1 on settings admit_new would refuse (nothing changed). */
+int admit_set_config(struct admit *a, const struct admit_config *cfg);
+
 /*
  * Asks for a fetch under API key hash `key`, optional caller hash `caller`
  * and optional client address hash `client` (NULL: none), all borrowed.

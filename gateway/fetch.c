@@ -648,27 +648,50 @@ static void on_ask(struct chan_msg *m, void *arg)
 
 /* ---- the fetcher ---- */
 
+/* Admission's settings from the gateway's. */
+static void admit_config_of(const struct cg_config *cfg, struct admit_config *ac)
+{
+	memset(ac, 0, sizeof(*ac));
+	ac->rate = cfg->upstream_rate;
+	ac->burst = cfg->upstream_burst;
+	ac->caller_rate = cfg->caller_header[0] ? cfg->caller_rate : 0;
+	ac->caller_burst = cfg->caller_burst;
+	ac->concurrency = cfg->upstream_concurrency;
+	ac->queue_limit = cfg->queue_limit;
+	ac->queue_timeout_ms = cfg->queue_timeout_ms;
+	ac->breaker_threshold = (unsigned)cfg->breaker_threshold;
+	ac->breaker_cooldown_ms = cfg->breaker_cooldown_ms;
+	ac->new_key_rate = cfg->new_key_rate;
+	ac->client_rate = cfg->client_rate;
+	ac->client_burst = cfg->client_burst;
+}
+
+int fetcher_set_config(struct fetcher *fx, const struct cg_config *cfg, char *err,
+		       size_t err_size)
+{
+	struct admit_config ac;
+
+	CHECK_OBJ_NOTNULL(fx, FETCHER_MAGIC);
+	admit_config_of(cfg, &ac);
+	if (admit_set_config(fx->admit, &ac) != 0) {
+		snprintf(err, err_size, "upstream-rate/upstream-burst: not usable");
+		return -1;
+	}
+	flight_table_set_max(fx->flights, (size_t)cfg->max_waiters);
+	fx->cfg = cfg;
+	publish_breaker(fx);
+	return 0;
+}
+
 struct fetcher *fetcher_new(struct event_base *base, const struct cg_config *cfg,
 			    struct upstream *up, struct store *store, struct lru *lru,
 			    char *err, size_t err_size)
 {
 	struct fetcher *fx = calloc(1, sizeof(*fx));
-	struct admit_config ac = {
-		.rate = cfg->upstream_rate,
-		.burst = cfg->upstream_burst,
-		.caller_rate = cfg->caller_header[0] ? cfg->caller_rate : 0,
-		.caller_burst = cfg->caller_burst,
-		.concurrency = cfg->upstream_concurrency,
-		.queue_limit = cfg->queue_limit,
-		.queue_timeout_ms = cfg->queue_timeout_ms,
-		.breaker_threshold = (unsigned)cfg->breaker_threshold,
-		.breaker_cooldown_ms = cfg->breaker_cooldown_ms,
-		.new_key_rate = cfg->new_key_rate,
-		.client_rate = cfg->client_rate,
-		.client_burst = cfg->client_burst,
-	};
+	struct admit_config ac;
 
 	AN(fx);
+	admit_config_of(cfg, &ac);
 	fx->magic = FETCHER_MAGIC;
 	fx->base = base;
 	fx->cfg = cfg;

@@ -152,6 +152,12 @@ struct fetcher *fetcher_new(struct event_base *base, const struct cg_config *cfg
 			    struct upstream *up, struct store *store, struct lru *lru,
 			    char *err, size_t err_size);
 
+/* New settings (a reload; borrowed until the next): admission's limits,
+ * waiters per flight, TTLs of the asks that come from now on. Fetches in
+ * flight finish on the old ones. 0, or -1 with err (nothing changed). */
+int fetcher_set_config(struct fetcher *fx, const struct cg_config *cfg, char *err,
+		       size_t err_size);
+
 /* Where fronts send their asks (any thread). */
 struct chan *fetcher_inbox(struct fetcher *fx);
 

@@ -62,6 +62,12 @@ struct flight_table *flight_table_new(size_t max_waiters)
 	return t;
 }
 
+void flight_table_set_max(struct flight_table *t, size_t max_waiters)
+{
+	CHECK_OBJ_NOTNULL(t, TABLE_MAGIC);
+	t->max_waiters = max_waiters;
+}
+
 static void flight_free(struct flight *f)
 {
 	struct waiter *w = f->head;

@@ -36,6 +36,10 @@ typedef void (*flight_waiter_fn)(void *result, void *arg, int collapsed);
 /* A table for up to max_waiters waiters per flight. */
 struct flight_table *flight_table_new(size_t max_waiters);
 
+/* A new bound on waiters per flight (a reload); flights already over it
+ * keep theirs but take no more. */
+void flight_table_set_max(struct flight_table *t, size_t max_waiters);
+
 /* Frees the table; flights still open are dropped without calling waiters
  * (the owner answers their requests itself at shutdown). */
 void flight_table_free(struct flight_table *t);

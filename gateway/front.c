@@ -21,6 +21,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -75,6 +76,7 @@ struct front {
 	struct chan *inbox; /* landings and control messages */
 	struct event *tick;
 	struct timespec started;
+	_Atomic int64_t heartbeat; /* CLOCK_MONOTONIC ms of the last tick */
 	pthread_t thread;
 	int running;       /* the thread was started */
 	size_t n_waiting;  /* waiters whose landing has not come */
@@ -190,6 +192,9 @@ static void on_landing(struct front *fr, struct fetch_landing *l)
 	check_idle(fr);
 }
 
+static void conn_limits_of(const struct cg_config *cfg, unsigned index,
+			   struct conn_limits *lim);
+
 static void on_control(struct front *fr, struct front_msg *m)
 {
 	switch (m->what) {
@@ -211,10 +216,25 @@ static void on_control(struct front *fr, struct front_msg *m)
 		fr->stopping = 1;
 		check_idle(fr);
 		break;
-	case FRONT_CONFIG:
+	case FRONT_CONFIG: {
+		struct conn_limits lim;
+		struct front_msg *done = front_msg_new(FRONT_CONFIGURED, fr->index);
+		struct timeval tv = {m->cfg->client_timeout_ms / 1000,
+				     (m->cfg->client_timeout_ms % 1000) * 1000};
+
 		fr->cfg = m->cfg;
 		answerer_set_config(fr->as, m->cfg);
+		conn_limits_of(m->cfg, fr->index, &lim);
+		conns_set_limits(fr->conns, &lim);
+		if (fr->http) { /* NULL once stopped */
+			evhttp_set_max_headers_size(fr->http,
+						    (ev_ssize_t)m->cfg->max_header_bytes);
+			evhttp_set_timeout_tv(fr->http, &tv); /* new connections */
+		}
+		done->cfg = m->cfg;
+		AZ(chan_send(fr->sh.events, &done->link));
 		break;
+	}
 	default:
 		CHECK(!"a front message of an unknown kind");
 	}
@@ -234,6 +254,15 @@ static void on_inbox(struct chan_msg *m, void *arg)
 		CHECK(!"a message of an unknown kind in a front's inbox");
 }
 
+static void beat(struct front *fr)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	atomic_store_explicit(&fr->heartbeat, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+			      memory_order_relaxed);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct front *fr = arg;
@@ -244,6 +273,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	answerer_tick(fr->as);
 	if (fr->n_waiting > 0)
 		conns_sweep(fr->conns);
+	beat(fr);
+}
+
+int64_t front_heartbeat(const struct front *fr)
+{
+	return atomic_load_explicit(&fr->heartbeat, memory_order_relaxed);
 }
 
 /* Reads Cache-Control request directives we act on (enum cache_control). */
@@ -624,6 +659,7 @@ struct front *front_new(const struct front_shared *sh, unsigned index, unsigned 
 	fr->sh = *sh;
 	fr->cfg = cfg;
 	clock_gettime(CLOCK_MONOTONIC, &fr->started);
+	beat(fr);
 	/* the changelist folds an add and a delete of the same event in one
 	 * loop turn into nothing: fewer epoll_ctl calls per answer */
 	ecfg = event_config_new();
@@ -660,7 +696,28 @@ struct front *front_new(const struct front_shared *sh, unsigned index, unsigned 
 	tv.tv_usec = (cfg->client_timeout_ms % 1000) * 1000;
 	evhttp_set_timeout_tv(fr->http, &tv);
 
-	l = listen_on(fr, cfg->listen.host, port, err, err_size);
+	if (sh->listen_fd >= 0) { /* every loop accepts on systemd's socket */
+		int fd = dup(sh->listen_fd);
+
+		/* evconnlistener_new takes the socket as it is: a blocking one
+		 * would block the loop in its accept(2) loop */
+		if (fd >= 0 && evutil_make_socket_nonblocking(fd) != 0) {
+			close(fd);
+			fd = -1;
+		}
+		l = fd < 0 ? NULL
+			   : evconnlistener_new(fr->base, NULL, NULL,
+						LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
+						fd);
+		if (l == NULL) {
+			snprintf(err, err_size, "cannot accept on the socket systemd passed: %s",
+				 strerror(errno));
+			if (fd >= 0)
+				close(fd);
+		}
+	} else {
+		l = listen_on(fr, cfg->listen.host, port, err, err_size);
+	}
 	if (l == NULL) {
 		front_free(fr);
 		return NULL;

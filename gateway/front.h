@@ -46,16 +46,18 @@ struct front_shared {
 	struct lru *lru;
 	struct fetcher *fetcher;
 	struct chan *events; /* the main loop's: FRONT_DRAINED, FRONT_STOPPED */
+	int listen_fd;       /* a listening socket to accept on (systemd's), or -1 */
 };
 
 /* Messages, chan_msg.kind MSG_FRONT: to a front (DRAIN, STOP, CONFIG) and
- * from one to the main loop (DRAINED, STOPPED). */
+ * from one to the main loop (DRAINED, STOPPED, CONFIGURED). */
 enum front_what {
 	FRONT_DRAIN = 1, /* stop accepting; report DRAINED when idle */
 	FRONT_STOP,      /* answer what waits, close everything, end */
 	FRONT_CONFIG,    /* use msg.cfg from now on */
 	FRONT_DRAINED,   /* nothing in flight any more (once per DRAIN) */
 	FRONT_STOPPED,   /* the thread is about to end: join it */
+	FRONT_CONFIGURED, /* the front uses msg.cfg now (the old one may go) */
 };
 
 struct front_msg {
@@ -75,11 +77,15 @@ void front_msg_free(struct front_msg *m);
 /*
  * Front number `index`: its loop, evhttp and listening socket on
  * sh->cfg->listen (port: 0 picks one for the first front; the others pass
- * the port it got). Does not run it yet. NULL with err set if it cannot
- * listen (one line).
+ * the port it got), or a dup of sh->listen_fd when that is set. Does not
+ * run it yet. NULL with err set if it cannot listen (one line).
  */
 struct front *front_new(const struct front_shared *sh, unsigned index, unsigned port,
 			char *err, size_t err_size);
+
+/* When the front's loop last ticked (CLOCK_MONOTONIC ms; any thread): a
+ * loop that stops ticking is stuck. */
+int64_t front_heartbeat(const struct front *fr);
 
 /* The port the front listens on. */
 unsigned front_port(const struct front *fr);

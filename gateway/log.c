@@ -5,23 +5,25 @@
 #include "gateway/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 
-static enum cglog_level current_level = CGLOG_INFO;
+/* Read by every thread on every line, set by the main thread (a reload). */
+static _Atomic int current_level = CGLOG_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void cglog_set_level(enum cglog_level level)
 {
-	current_level = level;
+	atomic_store_explicit(&current_level, (int)level, memory_order_relaxed);
 }
 
 int cglog_enabled(enum cglog_level level)
 {
-	return level <= current_level;
+	return (int)level <= atomic_load_explicit(&current_level, memory_order_relaxed);
 }
 
 int cglog_parse_level(const char *name, enum cglog_level *out)

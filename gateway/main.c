@@ -3,24 +3,40 @@
  * what they need, and builds the gateway:
  *
  *   main thread: the fetch layer's loop (fetch.c: flights, admission, curl
- *   multi, the store's writes), the admin endpoint, signals, the sync timer
+ *   multi, the store's writes), the admin endpoint, signals, the sync timer,
+ *   systemd's notifications
  *   front threads (--threads): one loop each (front.c), serving hits and
  *   handing misses to the fetch layer
  *
- * It runs until SIGTERM/SIGINT, then drains: the fronts stop accepting and
- * report once nothing is in flight (at most --shutdown-timeout; then every
- * fetch is cut short and answered 503), the fronts stop, the threads are
- * joined, everything is freed, exit 0. A bad setting exits 2 before
- * anything starts.
+ * Signals: SIGTERM/SIGINT drain (the fronts stop accepting and report once
+ * nothing is in flight, at most --shutdown-timeout; then every fetch is cut
+ * short and answered 503), then everything stops and exits 0. SIGHUP
+ * rereads the config file (reload below); SIGUSR1 reopens the logs (as
+ * nginx); SIGRTMIN+1 / SIGRTMIN+2 switch offline on / off (SIGUSR1 and
+ * SIGUSR2 did before; logrotate-style tooling sends SIGUSR1). A bad setting
+ * exits 2 before anything starts.
+ *
+ * Reload. The file given by --config is read again over the defaults, the
+ * command-line flags applied over it again, as at start. A config that does
+ * not parse or validate is refused whole (the exact error logged, the
+ * failure counted, the running settings kept). Settings that cannot change
+ * without a restart (listen, cache-dir, cache-size, threads, admin-listen)
+ * keep their running values, named in one warning. The rest apply to what
+ * starts from now on: the fetch layer and the upstream client at once, each
+ * front loop when its message arrives; requests in flight finish on the
+ * settings they started with. A settings struct is freed once every front
+ * has moved past it.
  */
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <pthread.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache/lru.h"
@@ -34,13 +50,20 @@
 #include "gateway/upstream.h"
 #include "policy/check.h"
 
-#define FD_RESERVE 64       /* listeners, logs, LMDB, eventfds, resolver threads */
+#define FD_RESERVE 64       /* logs, LMDB, resolver threads, control sockets */
 #define FLUSH_GRACE_MS 1000 /* after the deadline, time to write the 503s */
 #define READERS_RESERVE 64  /* LMDB reader slots for the cache tools and the writer */
+#define RETIRED_MAX 16      /* settings kept until every front moved past them */
 
 struct app {
 	struct event_base *base;
-	struct cg_config cfg;
+	int argc;
+	char **argv;
+	struct cg_config *cfg;                 /* the settings in force */
+	struct cg_config *retired[RETIRED_MAX]; /* older ones, until acknowledged */
+	size_t n_retired;
+	unsigned acks_due;                     /* FRONT_CONFIGURED still to come */
+	unsigned long reload_failures;
 	struct store *store;
 	struct lru *lru;
 	struct upstream *up;
@@ -50,14 +73,34 @@ struct app {
 	unsigned n_fronts;
 	unsigned n_started; /* their threads run */
 	unsigned n_drained, n_stopped;
+	int listen_fd;      /* inherited from systemd (LISTEN_FDS), or -1 */
 	struct admin *admin; /* NULL unless --admin-listen */
 	struct event *sync_timer;
+	struct event *watchdog;
+	struct timeval watchdog_every;
 	struct event *deadline;
-	struct timeval drain_limit; /* --shutdown-timeout */
+	struct event *signals[6];
 	int draining;
 	int stopping; /* the fronts were told to stop */
 	int aborted;  /* the deadline passed: in-flight requests were answered 503 */
 };
+
+/* systemd's notification socket (NOTIFY_SOCKET), when there is one:
+ * sd_notify does nothing otherwise. */
+static void notify(const char *state)
+{
+	sd_notify(0, state);
+}
+
+static void ucfg_of(const struct cg_config *cfg, struct upstream_config *u)
+{
+	memset(u, 0, sizeof(*u));
+	u->base_url = cfg->upstream;
+	u->timeout_ms = cfg->upstream_timeout_ms;
+	u->connect_timeout_ms = cfg->connect_timeout_ms;
+	u->max_connections = cfg->upstream_connections;
+	u->max_body = cfg->max_body_bytes;
+}
 
 static void stop_fronts(struct app *app)
 {
@@ -69,7 +112,14 @@ static void stop_fronts(struct app *app)
 		front_post(app->fronts[i], front_msg_new(FRONT_STOP, i));
 }
 
-/* chan_fn: a front drained, or stopped. */
+static void free_retired(struct app *app)
+{
+	for (size_t i = 0; i < app->n_retired; i++)
+		free(app->retired[i]);
+	app->n_retired = 0;
+}
+
+/* chan_fn: a front drained, stopped, or took new settings. */
 static void on_front_event(struct chan_msg *m, void *arg)
 {
 	struct app *app = arg;
@@ -82,6 +132,9 @@ static void on_front_event(struct chan_msg *m, void *arg)
 		stop_fronts(app);
 	} else if (fm->what == FRONT_STOPPED && ++app->n_stopped == app->n_started) {
 		event_base_loopexit(app->base, NULL);
+	} else if (fm->what == FRONT_CONFIGURED && app->acks_due > 0 &&
+		   --app->acks_due == 0) {
+		free_retired(app);
 	}
 	front_msg_free(fm);
 }
@@ -117,31 +170,168 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
 		      "last sync would not survive a power loss");
 }
 
+/* systemd's watchdog: alive only if every front loop ticked lately, so a
+ * wedged loop gets the service restarted. */
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	struct app *app = arg;
+	int64_t limit = (int64_t)app->watchdog_every.tv_sec * 2000 +
+			app->watchdog_every.tv_usec / 500;
+	struct timespec ts;
+	int64_t now;
+
+	(void)fd;
+	(void)what;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	for (unsigned i = 0; i < app->n_started; i++) {
+		if (now - front_heartbeat(app->fronts[i]) > limit) {
+			cglog(CGLOG_ERROR, "front loop %u has not ticked for %lld ms: not "
+			      "telling systemd's watchdog we are alive", i,
+			      (long long)(now - front_heartbeat(app->fronts[i])));
+			return;
+		}
+	}
+	notify("WATCHDOG=1");
+}
+
+static void set_timer(struct event *ev, long ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	event_add(ev, &tv);
+}
+
+/*
+ * Copies the settings that cannot change without a restart from `run` into
+ * `next`, naming those that differed in `out` (comma-separated, "" if none).
+ */
+static void keep_fixed(const struct cg_config *run, struct cg_config *next, char *out,
+		       size_t size)
+{
+	size_t n = 0;
+
+	out[0] = '\0';
+#define KEEP(field, name, differ)                                                     \
+	do {                                                                          \
+		if (differ)                                                           \
+			n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s%s",     \
+					      n ? ", " : "", name);                  \
+		memcpy(&next->field, &run->field, sizeof(run->field));                \
+	} while (0)
+	KEEP(listen, "listen", strcmp(run->listen.host, next->listen.host) != 0 ||
+				       run->listen.port != next->listen.port);
+	KEEP(cache_dir, "cache-dir", strcmp(run->cache_dir, next->cache_dir) != 0);
+	KEEP(cache_size, "cache-size", run->cache_size != next->cache_size);
+	KEEP(threads, "threads", next->threads != 0 && run->threads != next->threads);
+	KEEP(admin_listen, "admin-listen",
+	     strcmp(run->admin_listen.host, next->admin_listen.host) != 0 ||
+		     run->admin_listen.port != next->admin_listen.port);
+#undef KEEP
+}
+
+/* SIGHUP: see the file comment. */
+static void reload(struct app *app)
+{
+	struct cg_config *next = malloc(sizeof(*next));
+	struct upstream_config u;
+	char err[CONFIG_ERR_MAX], kept[256];
+	struct timespec ts;
+	char state[64];
+
+	AN(next);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	snprintf(state, sizeof(state), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)ts.tv_sec * 1000000 + (unsigned long long)ts.tv_nsec / 1000);
+	notify(state);
+	config_defaults(next);
+	kept[0] = '\0';
+	if (config_from_args(next, app->argc, app->argv, 1, err, sizeof(err)) != CONFIG_OK ||
+	    (keep_fixed(app->cfg, next, kept, sizeof(kept)),
+	     admin_check(next, err, sizeof(err)) != 0)) {
+		/* admin_check after keep_fixed: the running admin endpoint's
+		 * address with the new token */
+		app->reload_failures++;
+		cglog(CGLOG_ERROR, "reload: %s; keeping the running settings (%lu failed "
+		      "reload(s))", err, app->reload_failures);
+		free(next);
+		notify("READY=1");
+		return;
+	}
+	if (kept[0])
+		cglog(CGLOG_WARN, "reload: %s cannot change without a restart; keeping the "
+		      "running value(s)", kept);
+	if (fetcher_set_config(app->fetcher, next, err, sizeof(err)) != 0) {
+		app->reload_failures++;
+		cglog(CGLOG_ERROR, "reload: %s; keeping the running settings", err);
+		free(next);
+		notify("READY=1");
+		return;
+	}
+	ucfg_of(next, &u);
+	upstream_set_config(app->up, &u);
+	cglog_set_level(next->log_level);
+	if (next->offline != app->cfg->offline)
+		fetcher_set_offline(app->fetcher, next->offline);
+	if (app->admin)
+		admin_set_config(app->admin, next);
+	if (next->cache_sync_ms != app->cfg->cache_sync_ms)
+		set_timer(app->sync_timer, next->cache_sync_ms);
+	if (app->n_retired == RETIRED_MAX) /* fronts that never answer: leak-free anyway */
+		free(app->retired[--app->n_retired]);
+	app->retired[app->n_retired++] = app->cfg;
+	app->cfg = next;
+	for (unsigned i = 0; i < app->n_started; i++) {
+		struct front_msg *m = front_msg_new(FRONT_CONFIG, i);
+
+		m->cfg = next;
+		front_post(app->fronts[i], m);
+		app->acks_due++;
+	}
+	cglog(CGLOG_INFO, "reload: settings from %s applied", next->config_path);
+	notify("READY=1");
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct app *app = arg;
 
 	(void)what;
+	if (sig == SIGHUP) {
+		if (app->cfg->config_path[0] == '\0') {
+			cglog(CGLOG_WARN, "SIGHUP: no --config file to read again; nothing changed");
+			return;
+		}
+		if (!app->draining)
+			reload(app);
+		return;
+	}
+	if (sig == SIGUSR1) {
+		/* the error log is stderr (journald, a pipe): nothing to reopen */
+		cglog(CGLOG_INFO, "SIGUSR1: logs reopened");
+		return;
+	}
+	if (sig == SIGUSR2) {
+		cglog(CGLOG_WARN, "SIGUSR2: ignored (offline is now SIGRTMIN+1 / SIGRTMIN+2 "
+		      "or the admin endpoint)");
+		return;
+	}
+	if (sig == SIGRTMIN + 1 || sig == SIGRTMIN + 2) {
+		fetcher_set_offline(app->fetcher, sig == SIGRTMIN + 1);
+		return;
+	}
 	if (app->draining) {
 		cglog(CGLOG_WARN, "second signal: stopping now");
 		on_deadline(-1, 0, app);
 		return;
 	}
 	app->draining = 1;
+	notify("STOPPING=1");
 	cglog(CGLOG_INFO, "%s: no new connections, draining %zu upstream fetch(es)",
 	      sig == SIGTERM ? "SIGTERM" : "SIGINT", fetcher_flights(app->fetcher));
-	event_add(app->deadline, &app->drain_limit);
+	set_timer(app->deadline, app->cfg->shutdown_timeout_ms);
 	for (unsigned i = 0; i < app->n_fronts; i++)
 		front_post(app->fronts[i], front_msg_new(FRONT_DRAIN, i));
-}
-
-/* SIGUSR1: go offline (answer from the cache only); SIGUSR2: back online. */
-static void on_offline_signal(evutil_socket_t sig, short what, void *arg)
-{
-	struct app *app = arg;
-
-	(void)what;
-	fetcher_set_offline(app->fetcher, sig == SIGUSR1);
 }
 
 /* Raises the soft open-file limit to what the settings need. */
@@ -151,35 +341,41 @@ static int ensure_fd_limit(const struct cg_config *cfg, char *err, size_t err_si
 	rlim_t need = (rlim_t)(cfg->max_connections + cfg->upstream_connections +
 			       FD_RESERVE + 4 * cfg->threads);
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return 0;
-	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
-		snprintf(err, err_size,
-			 "max-connections %ld needs %llu open files but the hard limit is %llu",
-			 cfg->max_connections, (unsigned long long)need,
-			 (unsigned long long)rl.rlim_max);
-		return -1;
+	if (rl.rlim_cur < need) {
+		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+			snprintf(err, err_size,
+				 "max-connections %ld needs %llu open files but the hard limit "
+				 "is %llu", cfg->max_connections, (unsigned long long)need,
+				 (unsigned long long)rl.rlim_max);
+			return -1;
+		}
+		rl.rlim_cur = need;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			snprintf(err, err_size, "cannot raise the open-file limit to %llu",
+				 (unsigned long long)need);
+			return -1;
+		}
 	}
-	rl.rlim_cur = need;
-	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-		snprintf(err, err_size, "cannot raise the open-file limit to %llu",
-			 (unsigned long long)need);
-		return -1;
-	}
+	cglog(CGLOG_INFO, "open files: limit %llu >= %ld client connections + %ld upstream "
+	      "+ %ld for the loops + %d reserved", (unsigned long long)rl.rlim_cur,
+	      cfg->max_connections, cfg->upstream_connections, 4 * cfg->threads, FD_RESERVE);
 	return 0;
 }
 
 /* Builds the fronts: the first picks the port (when 0), the others share
- * it. Starts their threads with every signal blocked (the main loop takes
- * them). */
+ * it, or all accept on the socket systemd passed. Starts their threads
+ * with every signal blocked (the main loop takes them). */
 static int start_fronts(struct app *app, char *err, size_t err_size)
 {
-	struct front_shared sh = {&app->cfg, app->store, app->lru, app->fetcher, app->events};
-	unsigned port = app->cfg.listen.port;
+	struct front_shared sh = {app->cfg, app->store, app->lru, app->fetcher, app->events,
+				  app->listen_fd};
+	unsigned port = app->cfg->listen.port;
 	sigset_t all, old;
 	int rc = 0;
 
-	for (unsigned i = 0; i < (unsigned)app->cfg.threads; i++) {
+	for (unsigned i = 0; i < (unsigned)app->cfg->threads; i++) {
 		app->fronts[i] = front_new(&sh, i, port, err, err_size);
 		if (app->fronts[i] == NULL)
 			return -1;
@@ -195,64 +391,106 @@ static int start_fronts(struct app *app, char *err, size_t err_size)
 	return rc;
 }
 
+/* A listening socket from systemd (socket activation), or -1. */
+static int inherited_listener(char *err, size_t err_size)
+{
+	int n = sd_listen_fds(1);
+
+	if (n <= 0)
+		return -1;
+	if (n > 1)
+		snprintf(err, err_size, "systemd passed %d sockets; using the first", n);
+	if (sd_is_socket(SD_LISTEN_FDS_START, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+		snprintf(err, err_size, "the socket systemd passed is not a listening "
+			 "stream socket");
+		return -2;
+	}
+	return SD_LISTEN_FDS_START;
+}
+
+static int add_signals(struct app *app)
+{
+	const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, 0};
+
+	for (size_t i = 0; i < sizeof(app->signals) / sizeof(app->signals[0]); i++) {
+		int sig = sigs[i] ? sigs[i] : SIGRTMIN + 1;
+
+		app->signals[i] = evsignal_new(app->base, sig, on_signal, app);
+		if (app->signals[i] == NULL || event_add(app->signals[i], NULL) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct app app;
 	struct upstream_config ucfg;
-	struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL, *sigusr2 = NULL;
+	struct event *rt_off = NULL;
 	char err[CONFIG_ERR_MAX];
+	uint64_t wd_usec = 0;
 	int rc = 1;
 
 	if (argc > 1 && strcmp(argv[1], "cache") == 0)
 		return cache_tool_main(argc - 1, argv + 1);
 	memset(&app, 0, sizeof(app));
-	config_defaults(&app.cfg);
-	switch (config_from_args(&app.cfg, argc, argv, 1, err, sizeof(err))) {
+	app.argc = argc;
+	app.argv = argv;
+	app.listen_fd = -1;
+	app.cfg = malloc(sizeof(*app.cfg));
+	AN(app.cfg);
+	config_defaults(app.cfg);
+	switch (config_from_args(app.cfg, argc, argv, 1, err, sizeof(err))) {
 	case CONFIG_HELP:
 		config_usage(stdout, "contacts-gateway");
+		free(app.cfg);
 		return 0;
 	case CONFIG_VERSION:
 		printf("contacts-gateway %s\n", CG_VERSION);
+		free(app.cfg);
 		return 0;
 	case CONFIG_ERROR:
 		fprintf(stderr, "contacts-gateway: %s\n", err);
+		free(app.cfg);
 		return 2;
 	case CONFIG_OK:
 		break;
 	}
-	if (app.cfg.threads == 0) {
+	if (app.cfg->threads == 0) {
 		long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
-		app.cfg.threads = cores < 1 ? 1 : cores > FRONT_THREADS_MAX ? FRONT_THREADS_MAX
-									   : cores;
+		app.cfg->threads = cores < 1 ? 1 : cores > FRONT_THREADS_MAX ? FRONT_THREADS_MAX
+									    : cores;
 	}
-	if (admin_check(&app.cfg, err, sizeof(err)) != 0 ||
-	    ensure_fd_limit(&app.cfg, err, sizeof(err)) != 0) {
+	cglog_set_level(app.cfg->log_level);
+	err[0] = '\0';
+	if (admin_check(app.cfg, err, sizeof(err)) != 0 ||
+	    ensure_fd_limit(app.cfg, err, sizeof(err)) != 0 ||
+	    (app.listen_fd = inherited_listener(err, sizeof(err))) == -2) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
+		free(app.cfg);
 		return 2;
 	}
-	cglog_set_level(app.cfg.log_level);
+	if (err[0])
+		cglog(CGLOG_WARN, "%s", err);
 	signal(SIGPIPE, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "contacts-gateway: curl_global_init failed\n");
+		free(app.cfg);
 		return 1;
 	}
 	app.base = event_base_new();
 	if (app.base == NULL)
 		goto out;
-	ucfg.base_url = app.cfg.upstream;
-	ucfg.timeout_ms = app.cfg.upstream_timeout_ms;
-	ucfg.connect_timeout_ms = app.cfg.connect_timeout_ms;
-	ucfg.max_connections = app.cfg.upstream_connections;
-	ucfg.max_body = app.cfg.max_body_bytes;
+	ucfg_of(app.cfg, &ucfg);
 	app.up = upstream_new(app.base, &ucfg);
 	if (app.up == NULL) {
 		fprintf(stderr, "contacts-gateway: cannot set up the upstream client\n");
 		goto out;
 	}
-	app.store = store_open(app.cfg.cache_dir, app.cfg.cache_size,
-			       (unsigned)(app.cfg.max_connections + READERS_RESERVE +
-					  app.cfg.threads * (STORE_READER_SPARES + 1)),
+	app.store = store_open(app.cfg->cache_dir, app.cfg->cache_size,
+			       (unsigned)(app.cfg->max_connections + READERS_RESERVE +
+					  app.cfg->threads * (STORE_READER_SPARES + 1)),
 			       STORE_EXCLUSIVE, err, sizeof(err));
 	if (app.store == NULL) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
@@ -260,7 +498,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	app.lru = lru_new();
-	app.fetcher = fetcher_new(app.base, &app.cfg, app.up, app.store, app.lru, err,
+	app.fetcher = fetcher_new(app.base, app.cfg, app.up, app.store, app.lru, err,
 				  sizeof(err));
 	app.events = chan_new(app.base, SIZE_MAX, on_front_event, &app);
 	if (app.fetcher == NULL || app.events == NULL) {
@@ -272,40 +510,39 @@ int main(int argc, char **argv)
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		goto out;
 	}
-	if (app.cfg.admin_listen.host[0] != '\0') {
-		app.admin = admin_new(app.base, &app.cfg, app.store, app.fetcher, err,
+	if (app.listen_fd >= 0)
+		close(app.listen_fd); /* every front has its own dup */
+	if (app.cfg->admin_listen.host[0] != '\0') {
+		app.admin = admin_new(app.base, app.cfg, app.store, app.fetcher, err,
 				      sizeof(err));
 		if (app.admin == NULL) {
 			fprintf(stderr, "contacts-gateway: %s\n", err);
 			goto out;
 		}
-		cglog(CGLOG_INFO, "admin endpoint on %s:%u", app.cfg.admin_listen.host,
+		cglog(CGLOG_INFO, "admin endpoint on %s:%u", app.cfg->admin_listen.host,
 		      admin_port(app.admin));
 	}
-	sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
-	sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
-	sigusr1 = evsignal_new(app.base, SIGUSR1, on_offline_signal, &app);
-	sigusr2 = evsignal_new(app.base, SIGUSR2, on_offline_signal, &app);
+	rt_off = evsignal_new(app.base, SIGRTMIN + 2, on_signal, &app);
 	app.deadline = evtimer_new(app.base, on_deadline, &app);
 	app.sync_timer = event_new(app.base, -1, EV_PERSIST, on_sync, &app);
-	if (sigterm == NULL || sigint == NULL || sigusr1 == NULL || sigusr2 == NULL ||
-	    app.deadline == NULL || app.sync_timer == NULL ||
-	    event_add(sigterm, NULL) != 0 || event_add(sigint, NULL) != 0 ||
-	    event_add(sigusr1, NULL) != 0 || event_add(sigusr2, NULL) != 0)
+	app.watchdog = event_new(app.base, -1, EV_PERSIST, on_watchdog, &app);
+	if (add_signals(&app) != 0 || rt_off == NULL || event_add(rt_off, NULL) != 0 ||
+	    app.deadline == NULL || app.sync_timer == NULL || app.watchdog == NULL)
 		goto out;
-	app.drain_limit.tv_sec = app.cfg.shutdown_timeout_ms / 1000;
-	app.drain_limit.tv_usec = (app.cfg.shutdown_timeout_ms % 1000) * 1000;
-	{
-		struct timeval every = {app.cfg.cache_sync_ms / 1000,
-					(app.cfg.cache_sync_ms % 1000) * 1000};
-
-		event_add(app.sync_timer, &every);
+	set_timer(app.sync_timer, app.cfg->cache_sync_ms);
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+		wd_usec /= 2; /* tell it twice per period */
+		app.watchdog_every.tv_sec = (time_t)(wd_usec / 1000000);
+		app.watchdog_every.tv_usec = (suseconds_t)(wd_usec % 1000000);
+		event_add(app.watchdog, &app.watchdog_every);
 	}
 
-	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u, upstream %s, cache %s, "
-	      "%ld front loop(s)%s", CG_VERSION, app.cfg.listen.host,
-	      front_port(app.fronts[0]), app.cfg.upstream, app.cfg.cache_dir,
-	      app.cfg.threads, fetcher_offline(app.fetcher, 0) ? ", offline" : "");
+	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u%s, upstream %s, cache %s, "
+	      "%ld front loop(s)%s", CG_VERSION, app.cfg->listen.host,
+	      front_port(app.fronts[0]), app.listen_fd >= 0 ? " (socket from systemd)" : "",
+	      app.cfg->upstream, app.cfg->cache_dir, app.cfg->threads,
+	      fetcher_offline(app.fetcher, 0) ? ", offline" : "");
+	notify("READY=1");
 	event_base_dispatch(app.base);
 	rc = 0;
 out:
@@ -323,20 +560,21 @@ out:
 	upstream_free(app.up);
 	lru_free(app.lru);
 	store_close(app.store); /* syncs */
+	for (size_t i = 0; i < sizeof(app.signals) / sizeof(app.signals[0]); i++)
+		if (app.signals[i])
+			event_free(app.signals[i]);
+	if (rt_off)
+		event_free(rt_off);
 	if (app.sync_timer)
 		event_free(app.sync_timer);
-	if (sigterm)
-		event_free(sigterm);
-	if (sigint)
-		event_free(sigint);
-	if (sigusr1)
-		event_free(sigusr1);
-	if (sigusr2)
-		event_free(sigusr2);
+	if (app.watchdog)
+		event_free(app.watchdog);
 	if (app.deadline)
 		event_free(app.deadline);
 	if (app.base)
 		event_base_free(app.base);
+	free_retired(&app);
+	free(app.cfg);
 	curl_global_cleanup();
 	return rc;
 }

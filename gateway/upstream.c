@@ -37,6 +37,7 @@
 #include <sys/time.h>
 
 #include "gateway/log.h"
+#include "policy/check.h"
 #include "policy/limit.h"
 
 #define UPSTREAM_MAGIC 0x55505354u
@@ -47,13 +48,6 @@
 #define JSON_TYPE "application/json; charset=utf-8"
 #define JSON_MEDIA "application/json"
 
-/* Aborts when a struct that came through a void * is not what it claims.
- * Not assert(): it must hold in Release builds (-DNDEBUG) too. */
-#define CHECK_OBJ(p, m)                                                                  \
-	do {                                                                             \
-		if ((p) == NULL || (p)->magic != (m))                                    \
-			abort();                                                         \
-	} while (0)
 
 /*
  * The vendor's response headers the gateway reads, in their canonical
@@ -184,7 +178,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	struct upstream_fetch *f = arg;
 	size_t n = size * nmemb;
 
-	CHECK_OBJ(f, FETCH_MAGIC);
+	CHECK_OBJ_NOTNULL(f, FETCH_MAGIC);
 	if (evbuffer_get_length(f->resp.body) + n > f->up->cfg.max_body) {
 		f->too_big = 1;
 		return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
@@ -416,7 +410,7 @@ static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
 	const char *colon;
 	long status;
 
-	CHECK_OBJ(f, FETCH_MAGIC);
+	CHECK_OBJ_NOTNULL(f, FETCH_MAGIC);
 	if (f->invalid)
 		return 0;
 	if (f->head == HEAD_BEFORE) {
@@ -688,7 +682,7 @@ static void check_done(struct upstream *up)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&f);
-		CHECK_OBJ(f, FETCH_MAGIC);
+		CHECK_OBJ_NOTNULL(f, FETCH_MAGIC);
 		finish(f, msg->data.result);
 	}
 }
@@ -700,7 +694,7 @@ static void event_cb(evutil_socket_t fd, short what, void *arg)
 		     (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
 	int running;
 
-	CHECK_OBJ(up, UPSTREAM_MAGIC);
+	CHECK_OBJ_NOTNULL(up, UPSTREAM_MAGIC);
 	curl_multi_socket_action(up->multi, fd, action, &running);
 	check_done(up);
 }
@@ -712,7 +706,7 @@ static void timer_event_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	CHECK_OBJ(up, UPSTREAM_MAGIC);
+	CHECK_OBJ_NOTNULL(up, UPSTREAM_MAGIC);
 	curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	check_done(up);
 }
@@ -724,7 +718,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *arg)
 	struct timeval tv;
 
 	(void)multi;
-	CHECK_OBJ(up, UPSTREAM_MAGIC);
+	CHECK_OBJ_NOTNULL(up, UPSTREAM_MAGIC);
 	if (timeout_ms < 0) {
 		evtimer_del(up->timer);
 		return 0;
@@ -736,7 +730,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *arg)
 
 static void sock_unwatch(struct sock_watch *w)
 {
-	CHECK_OBJ(w, SOCK_MAGIC);
+	CHECK_OBJ_NOTNULL(w, SOCK_MAGIC);
 	LIST_REMOVE(w, link);
 	event_free(w->ev);
 	w->magic = 0;
@@ -752,7 +746,7 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 	short kind = EV_PERSIST;
 
 	(void)easy;
-	CHECK_OBJ(up, UPSTREAM_MAGIC);
+	CHECK_OBJ_NOTNULL(up, UPSTREAM_MAGIC);
 	if (what == CURL_POLL_REMOVE) {
 		if (w != NULL) {
 			curl_multi_assign(up->multi, s, NULL);
@@ -778,6 +772,21 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 	if (w->ev == NULL)
 		abort();
 	return event_add(w->ev, NULL);
+}
+
+void upstream_set_config(struct upstream *up, const struct upstream_config *cfg)
+{
+	char *url = strdup(cfg->base_url);
+
+	CHECK_OBJ_NOTNULL(up, UPSTREAM_MAGIC);
+	AN(url);
+	free(up->base_url);
+	up->base_url = url;
+	up->cfg = *cfg;
+	up->cfg.base_url = up->base_url;
+	curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS, cfg->max_connections);
+	curl_multi_setopt(up->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, cfg->max_connections);
+	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, cfg->max_connections);
 }
 
 struct upstream *upstream_new(struct event_base *base,
@@ -815,7 +824,7 @@ void upstream_free(struct upstream *up)
 {
 	if (up == NULL)
 		return;
-	CHECK_OBJ(up, UPSTREAM_MAGIC);
+	CHECK_OBJ_NOTNULL(up, UPSTREAM_MAGIC);
 	while (!LIST_EMPTY(&up->fetches))
 		upstream_cancel(LIST_FIRST(&up->fetches));
 	if (up->multi)
@@ -839,7 +848,7 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 	size_t url_len, hdr_len;
 	char *url = NULL, *hdr = NULL;
 
-	CHECK_OBJ(up, UPSTREAM_MAGIC);
+	CHECK_OBJ_NOTNULL(up, UPSTREAM_MAGIC);
 	f = calloc(1, sizeof(*f));
 	if (f == NULL)
 		abort();
@@ -911,7 +920,7 @@ fail:
 
 void upstream_cancel(struct upstream_fetch *f)
 {
-	CHECK_OBJ(f, FETCH_MAGIC);
+	CHECK_OBJ_NOTNULL(f, FETCH_MAGIC);
 	curl_multi_remove_handle(f->up->multi, f->easy);
 	fetch_unlink(f);
 	fetch_destroy(f);

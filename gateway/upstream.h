@@ -95,6 +95,10 @@ typedef void (*upstream_done_fn)(const struct upstream_response *resp,
 struct upstream *upstream_new(struct event_base *base,
 			      const struct upstream_config *cfg);
 
+/* New settings (a reload; cfg copied): fetches started from now on use
+ * them; fetches in flight finish on the old ones. */
+void upstream_set_config(struct upstream *up, const struct upstream_config *cfg);
+
 /* Cancels every fetch still running (their callbacks are not called) and
  * frees the client. */
 void upstream_free(struct upstream *up);

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 packages=(gcc make cmake pkg-config libevent-dev libcurl4-openssl-dev
-          libcjson-dev liblmdb-dev libssl-dev libxxhash-dev libcmocka-dev python3 curl)
+          libcjson-dev liblmdb-dev libssl-dev libxxhash-dev libcmocka-dev libsystemd-dev
+          python3 curl)
 if [ "${CG_SETUP_EXTRA:-}" != "" ]; then
   read -r -a extra <<<"$CG_SETUP_EXTRA"
   packages+=("${extra[@]}")

@@ -95,7 +95,7 @@ class Proc:
     """A started binary. .port (and .host) once it listens; .log is the path
     of its stderr log; .cmd its command line."""
 
-    def __init__(self, cmd, name, wait_listen=True, timeout=None):
+    def __init__(self, cmd, name, wait_listen=True, timeout=None, env=None, pass_fds=()):
         self.name = name
         self.cmd = list(cmd)
         self.host = None
@@ -105,7 +105,8 @@ class Proc:
         self._listening = threading.Event()
         self._eof = threading.Event()
         self.p = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  env=env, pass_fds=tuple(pass_fds))
         _procs.append(self)
         self._drainer = threading.Thread(target=self._drain, daemon=True)
         self._drainer.start()

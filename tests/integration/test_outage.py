@@ -7,7 +7,7 @@ the real gateway, the simulator and a real LMDB directory.
   the same faults with nothing stored -> the documented error
   past --stale-if-error -> the error, not the old answer
   --stale-while-revalidate -> the stale answer at once, one refresh behind
-  --offline (flag, SIGUSR1/SIGUSR2) -> every stored answer, nothing upstream
+  --offline (flag, SIGRTMIN+1/SIGRTMIN+2) -> every stored answer, nothing upstream
 """
 import signal
 import threading
@@ -200,17 +200,21 @@ def offline_switched_at_run_time_by_signal():
     g = h.start_gateway(a, sim.port, "--ttl", "60")
     try:
         assert h.contacts(g.port, "days=73").status == 200
+        # SIGUSR1 reopens logs now (as nginx): it must not switch anything
         g.p.send_signal(signal.SIGUSR1)
+        h.eventually(lambda: "SIGUSR1: logs reopened" in g.read_log(), what="SIGUSR1 handled")
+        assert "offline" not in g.read_log()
+        g.p.send_signal(signal.SIGRTMIN + 1)
         # the switch is logged once the loop has handled the signal
         h.eventually(lambda: "offline: answering from the cache only" in g.read_log(),
-                     what="offline after SIGUSR1")
+                     what="offline after SIGRTMIN+1")
         before = h.sim_total(sim)
         h.json_error(h.contacts(g.port, "days=74"), 504, "offline")
         assert h.contacts(g.port, "days=73").status == 200  # stored: still served
         assert h.sim_total(sim) == before
-        g.p.send_signal(signal.SIGUSR2)
+        g.p.send_signal(signal.SIGRTMIN + 2)
         h.eventually(lambda: "online: asking the upstream again" in g.read_log(),
-                     what="online after SIGUSR2")
+                     what="online after SIGRTMIN+2")
         assert h.contacts(g.port, "days=74").status == 200
         assert h.sim_total(sim) == before + 1
     finally:
@@ -230,7 +234,7 @@ def a_fetch_queued_before_going_offline_is_never_sent():
             r=h.contacts(g.port, "days=80", timeout=20 * h.SLOW)))
         t.start()
         time.sleep(0.3)  # days=80 waits for a token (about 2 s)
-        g.p.send_signal(signal.SIGUSR1)
+        g.p.send_signal(signal.SIGRTMIN + 1)
         t.join(20 * h.SLOW)
         h.json_error(out["r"], 504, "offline")
         assert h.sim_total(sim) == before, "offline, yet a queued fetch went upstream"
