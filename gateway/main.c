@@ -19,6 +19,7 @@
 #include "gateway/config.h"
 #include "gateway/front.h"
 #include "gateway/log.h"
+#include "gateway/startup.h"
 #include "gateway/upstream.h"
 
 #define FD_RESERVE 64     /* listener, logs, LMDB, resolver threads */
@@ -134,7 +135,8 @@ int main(int argc, char **argv)
 	struct app app = {0};
 	struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL, *sigusr2 = NULL;
 	char err[CONFIG_ERR_MAX];
-	int rc = 1;
+	char shown_url[CONFIG_URL_MAX]; /* cfg.upstream without its credential */
+	int rc = 1, check_only = 0;
 
 	if (argc > 1 && strcmp(argv[1], "cache") == 0)
 		return cache_tool_main(argc - 1, argv + 1);
@@ -149,6 +151,9 @@ int main(int argc, char **argv)
 	case CONFIG_ERROR:
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		return 2;
+	case CONFIG_CHECK:
+		check_only = 1;
+		break;
 	case CONFIG_OK:
 		break;
 	}
@@ -156,11 +161,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		return 2;
 	}
-	if (ensure_fd_limit(&cfg, err, sizeof(err)) != 0) {
+	if (ensure_fd_limit(&cfg, err, sizeof(err)) != 0 ||
+	    startup_check(&cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		return 2;
 	}
 	cglog_set_level(cfg.log_level);
+	startup_warn(&cfg);
+	if (check_only) {
+		printf("configuration ok\n");
+		return 0;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "contacts-gateway: curl_global_init failed\n");
@@ -200,12 +211,14 @@ int main(int argc, char **argv)
 	app.front = front_new(app.base, &cfg, up, app.store, err, sizeof(err));
 	if (app.front == NULL) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
+		rc = 2; /* the listen address is busy or not ours */
 		goto out;
 	}
 	if (cfg.admin_listen.host[0] != '\0') {
 		app.admin = admin_new(app.base, &cfg, app.store, app.front, err, sizeof(err));
 		if (app.admin == NULL) {
 			fprintf(stderr, "contacts-gateway: %s\n", err);
+			rc = 2;
 			goto out;
 		}
 		cglog(CGLOG_INFO, "admin endpoint on %s:%u", cfg.admin_listen.host,
@@ -231,8 +244,9 @@ int main(int argc, char **argv)
 		event_add(app.sync_timer, &every);
 	}
 
+	config_redact_url(cfg.upstream, shown_url, sizeof(shown_url));
 	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u, upstream %s, cache %s%s",
-	      CG_VERSION, cfg.listen.host, front_port(app.front), cfg.upstream,
+	      CG_VERSION, cfg.listen.host, front_port(app.front), shown_url,
 	      cfg.cache_dir, cfg.offline ? ", offline" : "");
 	event_base_dispatch(app.base);
 	rc = 0;
