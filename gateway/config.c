@@ -53,8 +53,8 @@ static const struct opt opts[] = {
 	{"upstream", OPT_URL, OFF(upstream), 0, 0, "https://api.vambe.me", "URL",
 	 "the vendor's base URL (http:// or https://)"},
 	{"upstream-ca-file", OPT_FILE, OFF(upstream_ca_file), 0, 0, "", "FILE",
-	 "PEM file of the CAs to trust for an https upstream instead of the "
-	 "system's (private CA, TLS-inspecting proxy)"},
+	 "PEM file of CAs to trust for an https upstream (a private CA, a "
+	 "TLS-inspecting proxy)"},
 	{"upstream-timeout", OPT_MS, OFF(upstream_timeout_ms), 1, 3600000, "30000",
 	 "MS", "longest upstream exchange; past it the client gets 504"},
 	{"connect-timeout", OPT_MS, OFF(connect_timeout_ms), 1, 600000, "5000", "MS",

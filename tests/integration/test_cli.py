@@ -505,6 +505,30 @@ def upstream_ca_file_must_be_a_readable_file():
 
 
 @run.test
+def readme_options_table_matches_help():
+    """README's table is kept in step with the option table by hand: every
+    option --help lists is a row, with the same default, and no row more."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "..", "README.md")) as f:
+        rows = re.findall(r"^\| `--([a-z][a-z0-9-]*)[^`]*` \| ([^|]+) \|", f.read(), re.M)
+    readme = {n: d.strip() for n, d in rows}
+    text = gw("--help").stdout.decode()
+    listed = re.findall(r"^  --([a-z][a-z0-9-]*)(?: \S+)?\s.*?(?:\[default: ([^\]]+)\])?$",
+                        text, re.M)
+    helped = {n: d for n, d in listed if n not in ("help", "version", "check-config")}
+    assert set(readme) == set(helped), ("README only", sorted(set(readme) - set(helped)),
+                                        "--help only", sorted(set(helped) - set(readme)))
+    wrong = []
+    for n, d in helped.items():
+        want = "off" if d == "false" else ("`%s`" % d if d else None)
+        if want is not None and readme[n] != want:
+            wrong.append((n, readme[n], want))
+        if want is None and readme[n] not in ("none", "off"):
+            wrong.append((n, readme[n], "none or off"))
+    assert not wrong, wrong
+
+
+@run.test
 def clean_exit():
     assert sim.stop() == 0, sim.tail()
 
