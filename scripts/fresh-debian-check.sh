@@ -19,7 +19,9 @@
 #    build made, build/contacts-sim, started as the upstream once it exists;
 #    one contacts request is then relayed through it), SIGTERM, then
 #      scripts/test.sh
-#    and scripts/package.sh builds the Debian package there.
+#    (then it_packaging again, verbosely, to show which of its checks ran:
+#    systemd-analyze verify needs systemd, which that test installs), and
+#    scripts/package.sh builds the Debian package there.
 # 3. In a second fresh copy: apt-get install ./the.deb (Depends resolved from
 #    the mirror), `contacts-gateway --version`, `-t` on the shipped config,
 #    a start of the installed gateway in front of the installed simulator,
@@ -210,6 +212,16 @@ if in_root "$r1" "$logs/test.log" "cd /src && scripts/test.sh"; then
 	record PASS "scripts/test.sh" "$(grep -E 'tests passed|tests failed' "$logs/test.log" | tail -n 1) in $((SECONDS - t0)) s"
 else
 	record FAIL "scripts/test.sh" "$(grep -E 'tests passed|tests failed|^FAIL' "$logs/test.log" | tail -n 3 | tr '\n' ' ' | cut -c1-300)"
+fi
+
+# which of the packaging checks ran there (ctest shows a passing test's
+# output only verbosely): man page lint, systemd-analyze verify, the .deb
+if in_root "$r1" "$logs/packaging.log" "cd /src/build && ctest -R it_packaging -V"; then
+	ran=$(grep -cE '^[0-9]+: PASS ' "$logs/packaging.log")
+	skipped=$(grep -E '^[0-9]+: SKIP ' "$logs/packaging.log" | sed -E 's/^[0-9]+: //' | tr '\n' ' ')
+	record PASS "packaging checks (it_packaging)" "$ran passed${skipped:+; $skipped}"
+else
+	record FAIL "packaging checks (it_packaging)" "$(grep -E '^[0-9]+: FAIL' "$logs/packaging.log" | head -n 2 | tr '\n' ' ' | cut -c1-300)"
 fi
 
 t0=$SECONDS
