@@ -167,8 +167,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cglog_set_level(cfg.log_level);
-	startup_warn(&cfg);
 	if (check_only) {
+		startup_warn(&cfg);
 		printf("configuration ok\n");
 		return 0;
 	}
@@ -244,6 +244,7 @@ int main(int argc, char **argv)
 		event_add(app.sync_timer, &every);
 	}
 
+	startup_warn(&cfg); /* once serving: a failed start stays one line */
 	config_redact_url(cfg.upstream, shown_url, sizeof(shown_url));
 	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u, upstream %s, cache %s%s",
 	      CG_VERSION, cfg.listen.host, front_port(app.front), shown_url,

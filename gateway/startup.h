@@ -29,7 +29,9 @@ int startup_check(const struct cg_config *cfg, char *err, size_t err_size);
 /*
  * Logs (cglog, warn) one line per risky way a setting was given: the admin
  * token on the command line (other users see it in ps), or in a config file
- * other users can read. Returns the number of lines logged. Borrows cfg.
+ * other users can read. main calls it for -t, and for a start once the
+ * listeners are up, so a start that fails is still one line. Returns the
+ * number of lines logged. Borrows cfg.
  */
 int startup_warn(const struct cg_config *cfg);
 

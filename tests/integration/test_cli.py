@@ -482,6 +482,15 @@ def an_exposed_admin_token_is_warned_about():
     os.chmod(path, 0o600)
     r = check("--config", path, "--cache-dir", cache)
     assert r.returncode == 0 and r.stderr == b"", r
+    # a start that fails is still one line (the warning comes once serving)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    try:
+        one_line_exit_2(["--listen", "127.0.0.1:%d" % blocker.getsockname()[1],
+                         "--cache-dir", cache, "--admin-token", tok], must_name=("in use",))
+    finally:
+        blocker.close()
     # a real start logs the warning too, and goes on
     g = start(["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:%d" % sim.port,
                "--cache-dir", cache, "--admin-token", tok])
