@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import subprocess
-import time
 
 import harness as h
 
@@ -169,15 +168,14 @@ def config_file_value_takes_effect():
         assert g.port == port, ("listen from the file not used", g.port, port)
         r = h.contacts(g.port, "days=30&limit=1")
         assert r.status == 200 and len(r.json()) == 1, r  # upstream from the file
+        # 800 ms from the file against a 2 s answer: 504 (the default 30 s would
+        # wait and relay the 200). No wall-clock bound: the machine is shared.
         h.sim_latency(sim, 2000)
         try:
-            t0 = time.time()
             r = h.contacts(g.port, "days=31&limit=1")
-            took = time.time() - t0
         finally:
             h.sim_latency(sim, 0)
         h.json_error(r, 504, "gateway_timeout")
-        assert 0.7 <= took < 1.8, ("upstream-timeout from the file not used", took)
     finally:
         h.stop_gateway(g)
 
