@@ -153,6 +153,7 @@ r1=$work/root-build
 cp -a "$work/pristine" "$r1"
 mount_root "$r1"
 if git clone -q "$repo" "$r1/src" 2>"$logs/clone.log"; then
+	head=$(git -C "$r1/src" rev-parse --short HEAD) # what is tested, if REPO moved on
 	record PASS "clone" "$(git -C "$r1/src" log -1 --format='%h %s' | cut -c1-70)"
 else
 	record FAIL "clone" "$(tail -n 1 "$logs/clone.log")"
