@@ -10,7 +10,8 @@
 # /var/tmp/cg-fresh.XXXXXX, removed at the end unless CG_KEEP=1).
 #
 # 1. debootstrap --variant=minbase bookworm (what a debian:12 image holds),
-#    from the mirror this host's apt sources name; /etc/resolv.conf and
+#    from the mirror this host's apt sources name (or CG_FRESH_MIRROR);
+#    /etc/resolv.conf and
 #    /etc/hosts are copied in, as a container runtime would.
 # 2. In a copy of it, a fresh `git clone` of REPO, and the README's two
 #    commands, nothing else first:
@@ -53,7 +54,8 @@ mirror=$(
 		done
 	} | head -n 1
 )
-mirror=${mirror:-http://deb.debian.org/debian}
+mirror=${CG_FRESH_MIRROR:-$mirror}
+[ -n "$mirror" ] || die "no bookworm mirror in /etc/apt sources; set CG_FRESH_MIRROR=URL"
 
 if ! command -v debootstrap >/dev/null; then
 	echo "fresh-debian-check: installing debootstrap" >&2
@@ -302,7 +304,7 @@ for r in "${results[@]}"; do
 	case "$r" in PASS*) passed=$((passed + 1)) ;; *) failed=$((failed + 1)) ;; esac
 done
 echo
-echo "fresh-debian-check summary ($started, $head, Debian $(cat "$work/pristine/etc/debian_version") minbase, mirror $mirror):"
+echo "fresh-debian-check summary ($started, $head, Debian $(cat "$work/pristine/etc/debian_version") minbase from the host's apt mirror):"
 for r in "${results[@]}"; do
 	IFS='|' read -r verdict step detail <<<"$r"
 	printf '  %s  %-36s %s\n' "$verdict" "$step" "$detail"
