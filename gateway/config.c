@@ -1,13 +1,18 @@
 /*
  * config: see config.h. The option table below is the single list of
  * settings; adding a setting is one row plus a field in struct cg_config.
+ * --help (config_usage), the man page (config_manpage_options, run by the
+ * build's cg-manpage) and the file parser all read it.
  */
 #include "gateway/config.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "policy/ttl.h"
 
@@ -15,12 +20,13 @@ enum opt_type {
 	OPT_HOSTPORT, /* listen_host + listen_port */
 	OPT_URL,      /* http:// or https:// base URL */
 	OPT_PATH,
-	OPT_MS,       /* long, milliseconds */
+	OPT_FILE,     /* a path to a readable regular file, or "" */
+	OPT_MS,       /* long, milliseconds; a duration (bare: ms) */
 	OPT_COUNT,    /* long */
 	OPT_BYTES,    /* uint64_t; accepts K, M, G suffixes (binary) */
 	OPT_LEVEL,
-	OPT_TTL,      /* uint32_t seconds, or "inherit" (TTL_INHERIT) */
-	OPT_SECONDS,  /* uint32_t seconds */
+	OPT_TTL,      /* uint32_t seconds, or "inherit" (TTL_INHERIT); a duration */
+	OPT_SECONDS,  /* uint32_t seconds; a duration (bare: s) */
 	OPT_FLAG,     /* int 0/1; a bare --flag means 1 */
 	OPT_RATE,     /* double, per second, decimals allowed */
 	OPT_RATE_OFF, /* OPT_RATE, or "off" (0) */
@@ -47,6 +53,9 @@ static const struct opt opts[] = {
 	 "address to serve on (port 0: any free port)"},
 	{"upstream", OPT_URL, OFF(upstream), 0, 0, "https://api.vambe.me", "URL",
 	 "the vendor's base URL (http:// or https://)"},
+	{"upstream-ca-file", OPT_FILE, OFF(upstream_ca_file), 0, 0, "", "FILE",
+	 "PEM file of CAs to trust for an https upstream (a private CA, a "
+	 "TLS-inspecting proxy)"},
 	{"upstream-timeout", OPT_MS, OFF(upstream_timeout_ms), 1, 3600000, "30000",
 	 "MS", "longest upstream exchange; past it the client gets 504"},
 	{"connect-timeout", OPT_MS, OFF(connect_timeout_ms), 1, 600000, "5000", "MS",
@@ -87,7 +96,8 @@ static const struct opt opts[] = {
 	{"stale-if-error", OPT_SECONDS, OFF(stale_if_error_s), 0, TTL_MAX_S, "86400",
 	 "SECONDS", "when the upstream fails, answer from an answer expired less than this"},
 	{"offline", OPT_FLAG, OFF(offline), 0, 1, "false", "",
-	 "never contact the upstream; serve every stored answer (also SIGUSR1/SIGUSR2)"},
+	 "never contact the upstream; serve every stored answer "
+	 "(at run time: POST /admin/offline)"},
 	{"upstream-rate", OPT_RATE, OFF(upstream_rate), 0, 100000, "10", "RPS",
 	 "upstream requests per second per API key, sustained"},
 	{"upstream-burst", OPT_COUNT, OFF(upstream_burst), 1, 100000, "20", "N",
@@ -187,6 +197,88 @@ static int parse_bytes(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* Duration units, lower case only (`5M` would read as bytes elsewhere). */
+static const struct {
+	const char *suffix;
+	uint64_t ms;
+} units[] = {
+	{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
+};
+
+/*
+ * A duration: whole digits and an optional unit (ms, s, m, h, d); bare digits
+ * are in units of `bare_ms`. Sets *ms and returns 0, or -1 (nothing set) for
+ * anything else: a sign, a fraction, a space, an unknown unit, an overflow.
+ */
+static int parse_duration(const char *s, uint64_t bare_ms, uint64_t *ms)
+{
+	char digits[24];
+	size_t n = strspn(s, "0123456789");
+	const char *unit = s + n;
+	uint64_t v, scale = 0;
+
+	if (n == 0 || n >= sizeof(digits))
+		return -1;
+	memcpy(digits, s, n);
+	digits[n] = '\0';
+	if (parse_u64(digits, &v) != 0)
+		return -1;
+	if (*unit == '\0')
+		scale = bare_ms;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]) && scale == 0; i++)
+		if (strcmp(unit, units[i].suffix) == 0)
+			scale = units[i].ms;
+	if (scale == 0 || v > UINT64_MAX / scale)
+		return -1;
+	*ms = v * scale;
+	return 0;
+}
+
+/* "" (not set) or a regular file this process can open for reading. */
+static int set_file(char *dst, const struct opt *o, const char *v, char *err,
+		    size_t err_size)
+{
+	size_t len = strlen(v);
+
+	if (len >= CONFIG_PATH_MAX) {
+		snprintf(err, err_size, "%s: path too long", o->name);
+		return -1;
+	}
+	if (len > 0) {
+		struct stat sb;
+		/* O_NONBLOCK: a FIFO named by mistake must not hang the start */
+		int fd = open(v, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+		if (fd < 0) {
+			snprintf(err, err_size, "%s: %s: %s", o->name, v, strerror(errno));
+			return -1;
+		}
+		if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+			close(fd);
+			snprintf(err, err_size, "%s: %s is not a regular file", o->name, v);
+			return -1;
+		}
+		close(fd);
+	}
+	memcpy(dst, v, len + 1);
+	return 0;
+}
+
+/* true/yes/on/1 -> 1, false/no/off/0 -> 0, anything else -1. */
+static int parse_bool(const char *v)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcmp(v, yes[i]) == 0)
+			return 1;
+		if (strcmp(v, no[i]) == 0)
+			return 0;
+	}
+	return -1;
+}
+
 static int set_hostport(struct cg_addr *addr, const char *name, const char *v,
 			char *err, size_t err_size)
 {
@@ -243,10 +335,14 @@ static int set_url(char *dst, const char *v, char *err, size_t err_size)
 	memcpy(dst, v, len);
 	dst[len] = '\0';
 	return 0;
-bad:
+bad: {
+	char shown[CONFIG_URL_MAX];
+
+	config_redact_url(v, shown, sizeof(shown));
 	snprintf(err, err_size,
-		 "upstream: '%s' is not an http:// or https:// base URL", v);
+		 "upstream: '%s' is not an http:// or https:// base URL", shown);
 	return -1;
+}
 }
 
 /* A decimal rate: digits, at most one '.', from o->min to o->max, not 0. */
@@ -323,18 +419,17 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 	case OPT_HOSTPORT:
 		return set_hostport((struct cg_addr *)(void *)field, name, value, err,
 				    err_size);
-	case OPT_FLAG:
-		if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 ||
-		    strcmp(value, "1") == 0 || strcmp(value, "on") == 0) {
-			*(int *)(void *)field = 1;
-		} else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
-			   strcmp(value, "0") == 0 || strcmp(value, "off") == 0) {
-			*(int *)(void *)field = 0;
-		} else {
-			snprintf(err, err_size, "%s: '%s' is not true or false", name, value);
+	case OPT_FLAG: {
+		int b = parse_bool(value);
+
+		if (b < 0) {
+			snprintf(err, err_size, "%s: '%s' is not true or false "
+				 "(or yes, no, on, off, 1, 0)", name, value);
 			return -1;
 		}
+		*(int *)(void *)field = b;
 		return 0;
+	}
 	case OPT_RATE_OFF:
 		if (strcmp(value, "off") == 0 || strcmp(value, "0") == 0) {
 			*(double *)(void *)field = 0;
@@ -348,6 +443,8 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 		return set_token(field, o, value, err, err_size);
 	case OPT_URL:
 		return set_url(field, value, err, err_size);
+	case OPT_FILE:
+		return set_file(field, o, value, err, err_size);
 	case OPT_PATH:
 		if (strlen(value) >= CONFIG_PATH_MAX) {
 			snprintf(err, err_size, "%s: path too long", name);
@@ -372,16 +469,27 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 			*(uint32_t *)(void *)field = TTL_INHERIT;
 			return 0;
 		}
-		if (parse_u64(value, &n) != 0 || n > o->max) {
-			snprintf(err, err_size, "%s: '%s' is not a whole number of seconds "
-				 "from 0 to %llu%s", name, value,
+		if (parse_duration(value, 1000, &n) != 0 || n % 1000 != 0 ||
+		    n / 1000 < o->min || n / 1000 > o->max) {
+			snprintf(err, err_size, "%s: '%s' is not a duration of whole seconds "
+				 "from %llu to %llu s (bare seconds, or with a unit: 30s, 5m, "
+				 "1h, 1d)%s", name, value, (unsigned long long)o->min,
 				 (unsigned long long)o->max, inherits ? ", or inherit" : "");
 			return -1;
 		}
-		*(uint32_t *)(void *)field = (uint32_t)n;
+		*(uint32_t *)(void *)field = (uint32_t)(n / 1000);
 		return 0;
 	}
 	case OPT_MS:
+		if (parse_duration(value, 1, &n) != 0 || n < o->min || n > o->max) {
+			snprintf(err, err_size, "%s: '%s' is not a duration from %llu to %llu ms "
+				 "(bare milliseconds, or with a unit: 500ms, 30s, 5m, 1h, 1d)",
+				 name, value, (unsigned long long)o->min,
+				 (unsigned long long)o->max);
+			return -1;
+		}
+		*(long *)(void *)field = (long)n;
+		return 0;
 	case OPT_COUNT:
 	case OPT_BYTES:
 		if ((o->type == OPT_BYTES ? parse_bytes(value, &n)
@@ -427,11 +535,29 @@ static char *trim(char *s)
 	return s;
 }
 
+/*
+ * 1 if the file open as `f` can be read by users other than its owner: by
+ * others, or by its group unless that is this process's own group (a file
+ * root:gateway 0640 read by a gateway running as that group is the usual
+ * way to keep a secret).
+ */
+static int readable_by_others(FILE *f)
+{
+	struct stat sb;
+
+	if (fstat(fileno(f), &sb) != 0)
+		return 0;
+	if (sb.st_mode & S_IROTH)
+		return 1;
+	return (sb.st_mode & S_IRGRP) && sb.st_gid != getegid();
+}
+
 int config_load_file(struct cg_config *cfg, const char *path, char *err,
 		     size_t err_size)
 {
 	char line[CONFIG_LINE_MAX];
 	char why[CONFIG_ERR_MAX];
+	unsigned set_on[N_OPTS] = {0}; /* the line that set each option, 0: none */
 	unsigned lineno = 0;
 	int rc = -1;
 	FILE *f = fopen(path, "r");
@@ -442,6 +568,7 @@ int config_load_file(struct cg_config *cfg, const char *path, char *err,
 	}
 	while (fgets(line, sizeof(line), f) != NULL) {
 		char *key, *value, *eq;
+		const struct opt *o;
 
 		lineno++;
 		if (strchr(line, '\n') == NULL && !feof(f)) {
@@ -466,10 +593,19 @@ int config_load_file(struct cg_config *cfg, const char *path, char *err,
 				 path, lineno);
 			goto out;
 		}
+		o = find_opt(key, strlen(key));
+		if (o != NULL && set_on[o - opts] != 0) {
+			snprintf(err, err_size, "%s:%u: '%s' already set on line %u", path,
+				 lineno, key, set_on[o - opts]);
+			goto out;
+		}
 		if (config_set(cfg, key, value, why, sizeof(why)) != 0) {
 			snprintf(err, err_size, "%s:%u: %s", path, lineno, why);
 			goto out;
 		}
+		set_on[o - opts] = lineno; /* config_set knew the key: o != NULL */
+		if (o->type == OPT_SECRET && value[0] != '\0' && readable_by_others(f))
+			cfg->warn |= CONFIG_WARN_TOKEN_FILE;
 	}
 	if (ferror(f)) {
 		snprintf(err, err_size, "%s: read error", path);
@@ -481,15 +617,37 @@ out:
 	return rc;
 }
 
+/* The flags that are not settings, for --help and the man page. */
+static const struct {
+	const char *flags;
+	const char *help;
+} actions[] = {
+	{"-t, --check-config",
+	 "check flags and config file as a start would (listen host resolves, "
+	 "cache-dir usable), print 'configuration ok' or the error, exit 0 or 2; "
+	 "binds and creates nothing"},
+	{"-v, -V, --version", "print the version and exit"},
+	{"-h, --help", "print this help and exit"},
+};
+
+#define N_ACTIONS (sizeof(actions) / sizeof(actions[0]))
+
+static int is_check_flag(const char *arg)
+{
+	return strcmp(arg, "-t") == 0 || strcmp(arg, "--check-config") == 0;
+}
+
 /*
- * Walks argv, calling `apply` for every flag. Pass one handles --config,
- * --help and --version; pass two everything else, so flags beat the file.
+ * Walks argv twice. Pass one handles --config, --help, --version and
+ * --check-config and checks every flag's name and value presence; pass two
+ * sets everything else, so flags beat the file whatever their order.
  */
 enum config_status config_from_args(struct cg_config *cfg, int argc,
 				    char *const argv[], int first, char *err,
 				    size_t err_size)
 {
 	char why[CONFIG_ERR_MAX];
+	int check = 0;
 
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = first; i < argc; i++) {
@@ -500,8 +658,13 @@ enum config_status config_from_args(struct cg_config *cfg, int argc,
 
 			if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
 				return CONFIG_HELP;
-			if (strcmp(arg, "--version") == 0)
+			if (strcmp(arg, "--version") == 0 || strcmp(arg, "-v") == 0 ||
+			    strcmp(arg, "-V") == 0)
 				return CONFIG_VERSION;
+			if (is_check_flag(arg)) {
+				check = 1;
+				continue;
+			}
 			if (strncmp(arg, "--", 2) != 0) {
 				snprintf(err, err_size, "unexpected argument '%s' (see --help)", arg);
 				return CONFIG_ERROR;
@@ -518,11 +681,15 @@ enum config_status config_from_args(struct cg_config *cfg, int argc,
 			if (eq) {
 				value = eq + 1;
 			} else if (o->type == OPT_FLAG) {
-				value = "true"; /* a bare --flag */
-			} else if (i + 1 < argc) {
+				/* a bare --flag, or --flag followed by a boolean word */
+				if (i + 1 < argc && parse_bool(argv[i + 1]) >= 0)
+					value = argv[++i];
+				else
+					value = "true";
+			} else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
 				value = argv[++i];
 			} else {
-				snprintf(err, err_size, "option '%s' needs a value", arg);
+				snprintf(err, err_size, "%s needs a value", arg);
 				return CONFIG_ERROR;
 			}
 			if ((pass == 0) != (strcmp(o->name, "config") == 0))
@@ -531,12 +698,66 @@ enum config_status config_from_args(struct cg_config *cfg, int argc,
 				snprintf(err, err_size, "%s", why);
 				return CONFIG_ERROR;
 			}
+			if (o->type == OPT_SECRET && value[0] != '\0')
+				cfg->warn |= CONFIG_WARN_TOKEN_ARGV;
 			if (pass == 0 &&
 			    config_load_file(cfg, cfg->config_path, err, err_size) != 0)
 				return CONFIG_ERROR;
 		}
 	}
-	return CONFIG_OK;
+	return check ? CONFIG_CHECK : CONFIG_OK;
+}
+
+/* A byte count as --help writes it: with the largest exact K, M, G suffix. */
+static void format_bytes(uint64_t v, char *buf, size_t size)
+{
+	static const char suffix[] = "KMG";
+	int s = -1;
+
+	while (s < 2 && v >= 1024 && v % 1024 == 0) {
+		v /= 1024;
+		s++;
+	}
+	snprintf(buf, size, "%llu%.*s", (unsigned long long)v, s >= 0 ? 1 : 0,
+		 s >= 0 ? &suffix[s] : "");
+}
+
+/* An option's bounds as "1..3600000 ms", or "" for types without bounds. */
+static void format_bounds(const struct opt *o, char *buf, size_t size)
+{
+	char lo[24], hi[24];
+
+	switch (o->type) {
+	case OPT_MS:
+	case OPT_SECONDS:
+	case OPT_TTL:
+		snprintf(buf, size, "%llu..%llu %s%s", (unsigned long long)o->min,
+			 (unsigned long long)o->max, o->type == OPT_MS ? "ms" : "s",
+			 o->type == OPT_TTL && strcmp(o->name, "ttl") != 0 ? ", or inherit"
+									 : "");
+		return;
+	case OPT_COUNT:
+		snprintf(buf, size, "%llu..%llu", (unsigned long long)o->min,
+			 (unsigned long long)o->max);
+		return;
+	case OPT_BYTES:
+		format_bytes(o->min, lo, sizeof(lo));
+		format_bytes(o->max, hi, sizeof(hi));
+		snprintf(buf, size, "%s..%s bytes", lo, hi);
+		return;
+	case OPT_RATE:
+		snprintf(buf, size, "0.0001..%llu per s", (unsigned long long)o->max);
+		return;
+	case OPT_RATE_OFF:
+		snprintf(buf, size, "0.0001..%llu per s, or off", (unsigned long long)o->max);
+		return;
+	case OPT_FLAG:
+		snprintf(buf, size, "true or false");
+		return;
+	default:
+		buf[0] = '\0';
+		return;
+	}
 }
 
 void config_usage(FILE *out, const char *argv0)
@@ -547,17 +768,99 @@ void config_usage(FILE *out, const char *argv0)
 		"Options (each also a config-file key, without the dashes):\n",
 		argv0);
 	for (size_t i = 0; i < N_OPTS; i++) {
-		char flag[64];
+		char flag[64], bounds[80];
 
 		snprintf(flag, sizeof(flag), "--%s%s%s", opts[i].name,
 			 opts[i].metavar[0] ? " " : "", opts[i].metavar);
+		format_bounds(&opts[i], bounds, sizeof(bounds));
 		fprintf(out, "  %-32s %s", flag, opts[i].help);
+		if (bounds[0] != '\0')
+			fprintf(out, " [%s]", bounds);
 		if (opts[i].def[0] != '\0')
 			fprintf(out, " [default: %s]", opts[i].def);
 		fputc('\n', out);
 	}
-	fprintf(out, "  %-32s %s\n  %-32s %s\n", "--help", "print this help and exit",
-		"--version", "print the version and exit");
-	fprintf(out, "\nBad options or values exit with status 2.\n");
+	fprintf(out, "\nOther flags:\n");
+	for (size_t i = 0; i < N_ACTIONS; i++)
+		fprintf(out, "  %-32s %s\n", actions[i].flags, actions[i].help);
+	fprintf(out,
+		"\nDurations (MS, SECONDS) take a unit: 500ms, 30s, 5m, 1h, 1d; a bare\n"
+		"number is in the unit the option names. BYTES take K, M, G. A flag\n"
+		"without a value may be followed by true or false.\n"
+		"Bad options or values exit with status 2.\n");
 	fprintf(out, "Cache tools (stats, list, purge, export, import): %s cache --help\n", argv0);
+}
+
+/* Writes `s` as roff text: backslashes and hyphens escaped, no control line. */
+static void roff_text(FILE *out, const char *s)
+{
+	if (*s == '.' || *s == '\'')
+		fputs("\\&", out);
+	for (; *s; s++) {
+		if (*s == '\\')
+			fputs("\\e", out);
+		else if (*s == '-')
+			fputs("\\-", out);
+		else
+			fputc(*s, out);
+	}
+}
+
+void config_manpage_options(FILE *out)
+{
+	for (size_t i = 0; i < N_OPTS; i++) {
+		char bounds[80];
+
+		fputs(".TP\n\\fB", out);
+		roff_text(out, "--");
+		roff_text(out, opts[i].name);
+		fputs("\\fR", out);
+		if (opts[i].metavar[0] != '\0') {
+			fputs(" \\fI", out);
+			roff_text(out, opts[i].metavar);
+			fputs("\\fR", out);
+		}
+		fputc('\n', out);
+		roff_text(out, opts[i].help);
+		fputs(".\n", out);
+		format_bounds(&opts[i], bounds, sizeof(bounds));
+		if (bounds[0] != '\0') {
+			fputs("Range: ", out);
+			roff_text(out, bounds);
+			fputs(".\n", out);
+		}
+		if (opts[i].def[0] != '\0') {
+			fputs("Default: ", out);
+			roff_text(out, opts[i].def);
+			fputs(".\n", out);
+		}
+	}
+	for (size_t i = 0; i < N_ACTIONS; i++) {
+		fputs(".TP\n\\fB", out);
+		roff_text(out, actions[i].flags);
+		fputs("\\fR\n", out);
+		roff_text(out, actions[i].help);
+		fputs(".\n", out);
+	}
+}
+
+void config_redact_url(const char *url, char *out, size_t out_size)
+{
+	const char *auth = strstr(url, "://");
+	const char *at = NULL;
+	size_t end;
+
+	if (out_size == 0)
+		return;
+	auth = auth ? auth + 3 : url;
+	/* the last '@' before any query or fragment: a password with a raw
+	 * '/' in it must not escape (over-redacting a path is harmless) */
+	end = (size_t)(auth - url) + strcspn(auth, "?#");
+	for (const char *c = auth; c < url + end; c++)
+		if (*c == '@')
+			at = c;
+	if (at == NULL)
+		snprintf(out, out_size, "%s", url);
+	else
+		snprintf(out, out_size, "%.*s***%s", (int)(auth - url), url, at);
 }

@@ -7,7 +7,13 @@
  *
  * Precedence: defaults < config file (`--config FILE`) < command-line flags,
  * whatever the order of the flags. A value is checked when it is set; a
- * struct cg_config that came back CONFIG_OK is complete and within bounds.
+ * struct cg_config that came back CONFIG_OK (or CONFIG_CHECK) is complete and
+ * within bounds. What needs the system to be checked (can the listen host be
+ * resolved, can the cache directory be made) is gateway/startup.c's job.
+ *
+ * Value syntax: durations are whole numbers with an optional unit (`500ms`,
+ * `30s`, `5m`, `1h`, `1d`; a bare number is in the option's documented unit,
+ * ms or s); sizes take K, M, G; flags take an optional true/false word.
  */
 #ifndef CG_GATEWAY_CONFIG_H
 #define CG_GATEWAY_CONFIG_H
@@ -27,6 +33,10 @@
 #define CONFIG_NAME_MAX 64   /* header names */
 #define CONFIG_SECRET_MAX 256 /* the admin token */
 
+/* Bits of cg_config.warn: how a setting was given that deserves a warning. */
+#define CONFIG_WARN_TOKEN_ARGV 0x1u /* admin-token on the command line (ps shows it) */
+#define CONFIG_WARN_TOKEN_FILE 0x2u /* admin-token in a file others may read */
+
 /* A listening address; host "" means not set (the listener is off). */
 struct cg_addr {
 	char host[CONFIG_HOST_MAX];
@@ -36,7 +46,11 @@ struct cg_addr {
 struct cg_config {
 	char config_path[CONFIG_PATH_MAX]; /* "" when no file was given */
 	struct cg_addr listen;
-	char upstream[CONFIG_URL_MAX]; /* base URL, no trailing '/' */
+	char upstream[CONFIG_URL_MAX]; /* base URL, no trailing '/'; may hold
+				       * user:password@: log config_redact_url() */
+	char upstream_ca_file[CONFIG_PATH_MAX]; /* "" : the system's CAs; else a
+						 * readable file of PEM CAs for
+						 * CURLOPT_CAINFO */
 	long upstream_timeout_ms;      /* whole upstream exchange */
 	long connect_timeout_ms;       /* upstream TCP+TLS connect */
 	long client_timeout_ms;        /* idle/slow client read and write */
@@ -85,12 +99,16 @@ struct cg_config {
 	double client_rate;            /* upstream requests/s per client address; 0 off */
 	long client_burst;
 	uint32_t unauthorized_ttl_s;   /* a vendor 401 answered locally this long; 0 off */
+	/* not a setting: CONFIG_WARN_* bits, for startup_warn() */
+	unsigned warn;
 };
 
 enum config_status {
 	CONFIG_OK = 0,
 	CONFIG_HELP,    /* --help was asked: print config_usage, exit 0 */
-	CONFIG_VERSION, /* --version was asked: exit 0 */
+	CONFIG_VERSION, /* --version, -v or -V was asked: exit 0 */
+	CONFIG_CHECK,   /* -t/--check-config: settings complete as for CONFIG_OK;
+			 * validate (startup_check), print, exit 0 or 2 */
 	CONFIG_ERROR,   /* err holds one line for the user: exit 2 */
 };
 
@@ -100,8 +118,10 @@ void config_defaults(struct cg_config *cfg);
 /*
  * Applies argv[first..argc-1] over the defaults: first the file named by
  * --config (if any), then every other flag. Flags are `--name value` or
- * `--name=value`. On CONFIG_ERROR, `err` (err_size bytes) says what is wrong
- * in one line without a trailing newline. Borrows argv.
+ * `--name=value`; a value that starts with `--` is taken as a missing value
+ * (`--name=--x` passes one). A boolean flag may be followed by one of true,
+ * false, yes, no, on, off, 1, 0. On CONFIG_ERROR, `err` (err_size bytes) says
+ * what is wrong in one line without a trailing newline. Borrows argv.
  */
 enum config_status config_from_args(struct cg_config *cfg, int argc,
 				    char *const argv[], int first, char *err,
@@ -113,12 +133,27 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 
 /*
  * Reads `key = value` lines from `path` ('#' starts a comment line; blank
- * lines are skipped). Returns 0, or -1 with err naming the file and line.
+ * lines are skipped; a key set twice is an error naming both lines).
+ * Returns 0, or -1 with err naming the file and line.
  */
 int config_load_file(struct cg_config *cfg, const char *path, char *err,
 		     size_t err_size);
 
-/* Prints the usage text, every option with its default, to `out`. */
+/* Prints the usage text, every option with its bounds and default, to `out`. */
 void config_usage(FILE *out, const char *argv0);
+
+/*
+ * Prints the options as man(7) paragraphs (`.TP` per option, with bounds and
+ * default), for the OPTIONS section of contacts-gateway(8): the man page is
+ * made from the same table as --help.
+ */
+void config_manpage_options(FILE *out);
+
+/*
+ * Copies `url` into `out` (out_size bytes, always terminated) with the
+ * userinfo of its authority (`user:password@`) replaced by `***@`, so a
+ * credential in --upstream is never logged. Borrows both.
+ */
+void config_redact_url(const char *url, char *out, size_t out_size);
 
 #endif

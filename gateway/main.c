@@ -47,6 +47,7 @@
 #include "gateway/fetch.h"
 #include "gateway/front.h"
 #include "gateway/log.h"
+#include "gateway/startup.h"
 #include "gateway/upstream.h"
 #include "policy/check.h"
 
@@ -100,6 +101,7 @@ static void ucfg_of(const struct cg_config *cfg, struct upstream_config *u)
 	u->connect_timeout_ms = cfg->connect_timeout_ms;
 	u->max_connections = cfg->upstream_connections;
 	u->max_body = cfg->max_body_bytes;
+	u->ca_file = cfg->upstream_ca_file;
 }
 
 static void stop_fronts(struct app *app)
@@ -358,10 +360,20 @@ static int ensure_fd_limit(const struct cg_config *cfg, char *err, size_t err_si
 			return -1;
 		}
 	}
-	cglog(CGLOG_INFO, "open files: limit %llu >= %ld client connections + %ld upstream "
-	      "+ %ld for the loops + %d reserved", (unsigned long long)rl.rlim_cur,
-	      cfg->max_connections, cfg->upstream_connections, 4 * cfg->threads, FD_RESERVE);
 	return 0;
+}
+
+/* Says, once serving, how the open-file limit covers what the settings
+ * need (issue 14: a gateway out of descriptors serves nobody). */
+static void log_fd_budget(const struct cg_config *cfg)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		cglog(CGLOG_INFO, "open files: limit %llu >= %ld client connections + %ld "
+		      "upstream + %ld for the loops + %d reserved",
+		      (unsigned long long)rl.rlim_cur, cfg->max_connections,
+		      cfg->upstream_connections, 4 * cfg->threads, FD_RESERVE);
 }
 
 /* Builds the fronts: the first picks the port (when 0), the others share
@@ -428,8 +440,9 @@ int main(int argc, char **argv)
 	struct upstream_config ucfg;
 	struct event *rt_off = NULL;
 	char err[CONFIG_ERR_MAX];
+	char shown_url[CONFIG_URL_MAX]; /* cfg.upstream without its credential */
 	uint64_t wd_usec = 0;
-	int rc = 1;
+	int rc = 1, check_only = 0;
 
 	if (argc > 1 && strcmp(argv[1], "cache") == 0)
 		return cache_tool_main(argc - 1, argv + 1);
@@ -453,6 +466,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		free(app.cfg);
 		return 2;
+	case CONFIG_CHECK:
+		check_only = 1;
+		break;
 	case CONFIG_OK:
 		break;
 	}
@@ -463,9 +479,20 @@ int main(int argc, char **argv)
 									    : cores;
 	}
 	cglog_set_level(app.cfg->log_level);
-	err[0] = '\0';
 	if (admin_check(app.cfg, err, sizeof(err)) != 0 ||
-	    ensure_fd_limit(app.cfg, err, sizeof(err)) != 0 ||
+	    startup_check(app.cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "contacts-gateway: %s\n", err);
+		free(app.cfg);
+		return 2;
+	}
+	if (check_only) {
+		startup_warn(app.cfg);
+		printf("configuration ok\n");
+		free(app.cfg);
+		return 0;
+	}
+	err[0] = '\0';
+	if (ensure_fd_limit(app.cfg, err, sizeof(err)) != 0 ||
 	    (app.listen_fd = inherited_listener(err, sizeof(err))) == -2) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		free(app.cfg);
@@ -508,6 +535,7 @@ int main(int argc, char **argv)
 	}
 	if (start_fronts(&app, err, sizeof(err)) != 0) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
+		rc = 2; /* the listen address is busy or not ours */
 		goto out;
 	}
 	if (app.listen_fd >= 0)
@@ -517,6 +545,7 @@ int main(int argc, char **argv)
 				      sizeof(err));
 		if (app.admin == NULL) {
 			fprintf(stderr, "contacts-gateway: %s\n", err);
+			rc = 2;
 			goto out;
 		}
 		cglog(CGLOG_INFO, "admin endpoint on %s:%u", app.cfg->admin_listen.host,
@@ -537,10 +566,13 @@ int main(int argc, char **argv)
 		event_add(app.watchdog, &app.watchdog_every);
 	}
 
+	startup_warn(app.cfg); /* once serving: a failed start stays one line */
+	log_fd_budget(app.cfg);
+	config_redact_url(app.cfg->upstream, shown_url, sizeof(shown_url));
 	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u%s, upstream %s, cache %s, "
 	      "%ld front loop(s)%s", CG_VERSION, app.cfg->listen.host,
 	      front_port(app.fronts[0]), app.listen_fd >= 0 ? " (socket from systemd)" : "",
-	      app.cfg->upstream, app.cfg->cache_dir, app.cfg->threads,
+	      shown_url, app.cfg->cache_dir, app.cfg->threads,
 	      fetcher_offline(app.fetcher, 0) ? ", offline" : "");
 	notify("READY=1");
 	event_base_dispatch(app.base);

@@ -133,6 +133,7 @@ struct upstream {
 	struct event *timer;
 	struct upstream_config cfg;
 	char *base_url;
+	char *ca_file; /* NULL: the system's CAs */
 	size_t in_flight;
 	time_t warned_at;	/* second of the last "refused" warning */
 	unsigned long unwarned; /* refusals not logged since */
@@ -782,8 +783,11 @@ void upstream_set_config(struct upstream *up, const struct upstream_config *cfg)
 	AN(url);
 	free(up->base_url);
 	up->base_url = url;
+	free(up->ca_file);
+	up->ca_file = cfg->ca_file && cfg->ca_file[0] ? strdup(cfg->ca_file) : NULL;
 	up->cfg = *cfg;
 	up->cfg.base_url = up->base_url;
+	up->cfg.ca_file = up->ca_file;
 	curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS, cfg->max_connections);
 	curl_multi_setopt(up->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, cfg->max_connections);
 	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, cfg->max_connections);
@@ -803,6 +807,8 @@ struct upstream *upstream_new(struct event_base *base,
 	up->cfg = *cfg;
 	up->base_url = strdup(cfg->base_url);
 	up->cfg.base_url = up->base_url;
+	up->ca_file = cfg->ca_file && cfg->ca_file[0] ? strdup(cfg->ca_file) : NULL;
+	up->cfg.ca_file = up->ca_file;
 	up->multi = curl_multi_init();
 	up->timer = evtimer_new(base, timer_event_cb, up);
 	if (up->base_url == NULL || up->multi == NULL || up->timer == NULL) {
@@ -834,6 +840,7 @@ void upstream_free(struct upstream *up)
 	if (up->timer)
 		event_free(up->timer);
 	free(up->base_url);
+	free(up->ca_file);
 	up->magic = 0;
 	free(up);
 }
@@ -897,6 +904,8 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 			 strncmp(up->base_url, "https://", 8) == 0 ? 1L : 0L);
 	curl_easy_setopt(f->easy, CURLOPT_ACCEPT_ENCODING, "");
 	curl_easy_setopt(f->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (up->ca_file) /* a private CA or a TLS-inspecting proxy's, added to none */
+		curl_easy_setopt(f->easy, CURLOPT_CAINFO, up->ca_file);
 	curl_easy_setopt(f->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(f->easy, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
 	free(url); /* curl copied it */

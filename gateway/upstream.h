@@ -52,6 +52,7 @@ struct upstream_config {
 	long connect_timeout_ms;
 	long max_connections;
 	uint64_t max_body;
+	const char *ca_file;      /* PEM CAs for https (copied), or NULL/"": the system's */
 };
 
 enum upstream_result {

@@ -3,9 +3,17 @@
 # only those that are missing. Needs root (or sudo) the first time.
 set -euo pipefail
 
-packages=(gcc make cmake pkg-config libevent-dev libcurl4-openssl-dev
+# The one list of what building, testing and packaging need. Each name was
+# found missing on a bare Debian 12 root (debootstrap --variant=minbase, like
+# a debian:12 image) by scripts/fresh-debian-check.sh:
+#   libc6-dev          gcc without its recommends cannot link (no crt1.o)
+#   ca-certificates    TLS to the vendor (libcurl only recommends it)
+#   dpkg-dev, file     the Debian package's Depends (dpkg-shlibdeps)
+#   groff-base         the man page check
+# libsystemd-dev: sd_notify and socket activation (sd_listen_fds).
+packages=(gcc libc6-dev make cmake pkg-config libevent-dev libcurl4-openssl-dev
           libcjson-dev liblmdb-dev libssl-dev libxxhash-dev libcmocka-dev libsystemd-dev
-          python3 curl)
+          python3 curl ca-certificates dpkg-dev file groff-base)
 if [ "${CG_SETUP_EXTRA:-}" != "" ]; then
   read -r -a extra <<<"$CG_SETUP_EXTRA"
   packages+=("${extra[@]}")

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -212,6 +213,299 @@ static void test_file_errors(void **state)
 	assert_non_null(strstr(err, "/nonexistent/cg.conf"));
 }
 
+static void test_durations(void **state)
+{
+	struct cg_config cfg;
+	char err[CONFIG_ERR_MAX];
+	char *good[] = {"--upstream-timeout", "2s", "--connect-timeout", "500ms",
+			"--client-timeout", "5m", "--breaker-cooldown", "1h",
+			"--queue-timeout", "0", "--ttl", "5m", "--stale-if-error", "1d",
+			"--stale-while-revalidate", "30", "--ttl-cursor", "2000ms",
+			"--ttl-wide", "1h", "--shutdown-timeout", "0s"};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, err, 22, good), CONFIG_OK);
+	assert_int_equal(cfg.upstream_timeout_ms, 2000);
+	assert_int_equal(cfg.connect_timeout_ms, 500);
+	assert_int_equal(cfg.client_timeout_ms, 300000);
+	assert_int_equal(cfg.breaker_cooldown_ms, 3600000);
+	assert_int_equal(cfg.queue_timeout_ms, 0);
+	assert_int_equal(cfg.ttl_s, 300);
+	assert_int_equal(cfg.stale_if_error_s, 86400);
+	assert_int_equal(cfg.stale_while_revalidate_s, 30); /* bare: seconds */
+	assert_int_equal(cfg.ttl_cursor_s, 2);
+	assert_int_equal(cfg.ttl_wide_s, 3600);
+	assert_int_equal(cfg.shutdown_timeout_ms, 0);
+}
+
+
+static void test_bad_durations(void **state)
+{
+	char *bad[][2] = {
+		{"--upstream-timeout", "1d"},      /* above 1h */
+		{"--upstream-timeout", "0ms"},     /* below 1 */
+		{"--upstream-timeout", "1.5s"},    /* whole numbers only */
+		{"--upstream-timeout", "10 s"},
+		{"--upstream-timeout", "5S"},      /* lower-case units */
+		{"--upstream-timeout", "5M"},
+		{"--upstream-timeout", "s"},
+		{"--upstream-timeout", "5sec"},
+		{"--upstream-timeout", "-5s"},
+		{"--upstream-timeout", "99999999999999999999d"},
+		{"--upstream-timeout", "999999999999999d"}, /* overflows in ms */
+		{"--ttl", "1500ms"},               /* not whole seconds */
+		{"--ttl", "366d"},                 /* above TTL_MAX_S */
+		{"--ttl", "inherit"},              /* only the classes inherit */
+		{"--stale-if-error", "1.5"},
+		{"--ttl-wide", "5x"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_error(bad[i], 2, bad[i][0] + 2);
+}
+
+static void test_missing_values(void **state)
+{
+	struct cg_config cfg;
+	char err[CONFIG_ERR_MAX];
+	char *ttl[] = {"--ttl", "--listen", "127.0.0.1:1"};
+	char *last[] = {"--listen", "127.0.0.1:1", "--upstream"};
+	char *dashdash[] = {"--cache-dir", "--"};
+	char *eq_form[] = {"--admin-token=--not-missing-1234", "--cache-dir", "-d"};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, err, 3, ttl), CONFIG_ERROR);
+	assert_string_equal(err, "--ttl needs a value");
+	assert_int_equal(parse(&cfg, err, 3, last), CONFIG_ERROR);
+	assert_string_equal(err, "--upstream needs a value");
+	assert_int_equal(parse(&cfg, err, 2, dashdash), CONFIG_ERROR);
+	assert_string_equal(err, "--cache-dir needs a value");
+	/* --name=VALUE passes a value that starts with dashes; one dash is a value */
+	assert_int_equal(parse(&cfg, err, 3, eq_form), CONFIG_OK);
+	assert_string_equal(cfg.admin_token, "--not-missing-1234");
+	assert_string_equal(cfg.cache_dir, "-d");
+}
+
+static void test_boolean_words(void **state)
+{
+	struct cg_config cfg;
+	char err[CONFIG_ERR_MAX];
+	char *off[] = {"--offline", "false", "--ttl", "7"};
+	char *on[] = {"--offline", "yes", "--offline-when-open", "on"};
+	char *bare[] = {"--offline", "--ttl", "7", "--offline-when-open"};
+	char *zero[] = {"--offline", "0", "--offline-when-open", "off"};
+	char *word[] = {"--offline", "maybe"};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, err, 4, off), CONFIG_OK);
+	assert_int_equal(cfg.offline, 0);
+	assert_int_equal(cfg.ttl_s, 7);
+	assert_int_equal(parse(&cfg, err, 4, on), CONFIG_OK);
+	assert_int_equal(cfg.offline, 1);
+	assert_int_equal(cfg.offline_when_open, 1);
+	assert_int_equal(parse(&cfg, err, 4, bare), CONFIG_OK);
+	assert_int_equal(cfg.offline, 1);
+	assert_int_equal(cfg.offline_when_open, 1);
+	assert_int_equal(cfg.ttl_s, 7);
+	assert_int_equal(parse(&cfg, err, 4, zero), CONFIG_OK);
+	assert_int_equal(cfg.offline, 0);
+	assert_int_equal(cfg.offline_when_open, 0);
+	/* a word that is not boolean is the next argument, not the flag's */
+	assert_int_equal(parse(&cfg, err, 2, word), CONFIG_ERROR);
+	assert_non_null(strstr(err, "maybe"));
+}
+
+static void test_check_config_and_version_flags(void **state)
+{
+	struct cg_config cfg;
+	char err[CONFIG_ERR_MAX];
+	char *t[] = {"--ttl", "5", "-t"};
+	char *t_long[] = {"--check-config", "--ttl", "5"};
+	char *t_bad[] = {"-t", "--ttl", "x"};
+	char *v[] = {"-v"};
+	char *vv[] = {"--ttl", "5", "-V"};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, err, 3, t), CONFIG_CHECK);
+	assert_int_equal(cfg.ttl_s, 5); /* every setting is applied */
+	assert_int_equal(parse(&cfg, err, 3, t_long), CONFIG_CHECK);
+	assert_int_equal(parse(&cfg, err, 3, t_bad), CONFIG_ERROR);
+	assert_int_equal(parse(&cfg, err, 1, v), CONFIG_VERSION);
+	assert_int_equal(parse(&cfg, err, 3, vv), CONFIG_VERSION);
+}
+
+static void test_repeated_key_in_file(void **state)
+{
+	struct cg_config cfg;
+	char err[CONFIG_ERR_MAX];
+	char want[CONFIG_ERR_MAX];
+	const char *path = write_file("ttl = 5\n# comment\nlisten = 127.0.0.1:1\n"
+				      "  ttl=6\n");
+	char *argv[] = {"--config", (char *)path};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, err, 2, argv), CONFIG_ERROR);
+	snprintf(want, sizeof(want), "%s:4: 'ttl' already set on line 1", path);
+	assert_string_equal(err, want);
+	unlink(path);
+}
+
+static void test_redact_url(void **state)
+{
+	char out[CONFIG_URL_MAX];
+	char tiny[8];
+	static const char *const cases[][2] = {
+		{"https://api.vambe.me", "https://api.vambe.me"},
+		{"https://user:secret@api.vambe.me/v1", "https://***@api.vambe.me/v1"},
+		{"http://user@h:8080", "http://***@h:8080"},
+		{"http://u:p%40ss@h/x", "http://***@h/x"},
+		{"http://u:pa/ss@h/x", "http://***@h/x"}, /* a raw '/' in the password */
+		{"u:secret@h", "***@h"},                  /* no scheme */
+		{"http://h/a?b=c@d", "http://h/a?b=c@d"},   /* '@' in a query only */
+		{"", ""},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		config_redact_url(cases[i][0], out, sizeof(out));
+		assert_string_equal(out, cases[i][1]);
+	}
+	config_redact_url("http://u:secret@h", tiny, sizeof(tiny));
+	assert_null(strstr(tiny, "secret"));
+	assert_int_equal(strlen(tiny), sizeof(tiny) - 1);
+}
+
+static void test_credential_not_in_errors(void **state)
+{
+	struct cg_config cfg;
+	char err[CONFIG_ERR_MAX];
+	char *argv[] = {"--upstream", "ftp://user:hunter2@x"};
+	char *good[] = {"--upstream", "https://user:hunter2@x/"};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, err, 2, argv), CONFIG_ERROR);
+	assert_null(strstr(err, "hunter2"));
+	assert_non_null(strstr(err, "ftp://***@x"));
+	assert_int_equal(parse(&cfg, err, 2, good), CONFIG_OK);
+	assert_string_equal(cfg.upstream, "https://user:hunter2@x"); /* kept for curl */
+}
+
+static void test_upstream_ca_file(void **state)
+{
+	struct cg_config cfg;
+	char err[CONFIG_ERR_MAX];
+	const char *path = write_file("-----BEGIN CERTIFICATE-----\n");
+	char *good[] = {"--upstream-ca-file", (char *)path};
+	char *missing[] = {"--upstream-ca-file", "/nonexistent/ca.pem"};
+	char *dir[] = {"--upstream-ca-file", "/tmp"};
+	char *none[] = {"--upstream-ca-file="};
+
+	(void)state;
+	config_defaults(&cfg);
+	assert_string_equal(cfg.upstream_ca_file, "");
+	assert_int_equal(parse(&cfg, err, 2, good), CONFIG_OK);
+	assert_string_equal(cfg.upstream_ca_file, path);
+	assert_int_equal(parse(&cfg, err, 2, missing), CONFIG_ERROR);
+	assert_non_null(strstr(err, "upstream-ca-file"));
+	assert_non_null(strstr(err, "No such file"));
+	assert_int_equal(parse(&cfg, err, 2, dir), CONFIG_ERROR);
+	assert_non_null(strstr(err, "not a regular file"));
+	assert_int_equal(parse(&cfg, err, 1, none), CONFIG_OK);
+	assert_string_equal(cfg.upstream_ca_file, "");
+	unlink(path);
+}
+
+static void test_token_warnings(void **state)
+{
+	struct cg_config cfg;
+	char err[CONFIG_ERR_MAX];
+	char *argv_token[] = {"--admin-token", "0123456789abcdef"};
+	const char *path = write_file("admin-token = 0123456789abcdef\n");
+	char *file[] = {"--config", (char *)path};
+	char *plain[] = {"--ttl", "5"};
+
+	(void)state;
+	assert_int_equal(parse(&cfg, err, 2, plain), CONFIG_OK);
+	assert_int_equal(cfg.warn, 0);
+	assert_int_equal(parse(&cfg, err, 2, argv_token), CONFIG_OK);
+	assert_int_equal(cfg.warn, CONFIG_WARN_TOKEN_ARGV);
+	assert_int_equal(chmod(path, 0600), 0); /* mkstemp's mode, said again */
+	assert_int_equal(parse(&cfg, err, 2, file), CONFIG_OK);
+	assert_int_equal(cfg.warn, 0);
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(parse(&cfg, err, 2, file), CONFIG_OK);
+	assert_int_equal(cfg.warn, CONFIG_WARN_TOKEN_FILE);
+	unlink(path);
+}
+
+/* What `print` writes, in a static buffer (overwritten by the next call). */
+static const char *captured(void (*print)(FILE *))
+{
+	static char buf[2][32768];
+	static int which;
+	char *out = buf[which ^= 1];
+	FILE *f = fmemopen(out, sizeof(buf[0]), "w");
+
+	assert_non_null(f);
+	print(f);
+	assert_true(ftell(f) < (long)sizeof(buf[0]) - 1); /* it all fitted */
+	fclose(f);
+	return out;
+}
+
+static void print_usage(FILE *f)
+{
+	config_usage(f, "contacts-gateway");
+}
+
+/* The line of `text` that starts with `start` (at most 511 bytes), or "". */
+static const char *line_of(const char *text, const char *start)
+{
+	static char line[512];
+	const char *p = strstr(text, start);
+	size_t len = p ? strcspn(p, "\n") : 0;
+
+	snprintf(line, sizeof(line), "%.*s", (int)len, p ? p : "");
+	return line;
+}
+
+static void test_usage_shows_bounds(void **state)
+{
+	const char *text = captured(print_usage);
+
+	(void)state;
+	assert_non_null(strstr(line_of(text, "--upstream-timeout MS"),
+			       "[1..3600000 ms] [default: 30000]"));
+	assert_non_null(strstr(line_of(text, "--ttl-cursor"),
+			       "[0..31536000 s, or inherit] [default: inherit]"));
+	assert_non_null(strstr(line_of(text, "--max-body-bytes"),
+			       "[1K..4G bytes] [default: 64M]"));
+	assert_non_null(strstr(text, "-t, --check-config"));
+	assert_non_null(strstr(text, "-v, -V, --version"));
+}
+
+static void test_manpage_has_every_option(void **state)
+{
+	const char *usage = captured(print_usage);
+	const char *text = captured(config_manpage_options);
+	size_t tps = 0, flags = 0;
+
+	(void)state;
+	for (const char *p = text; (p = strstr(p, ".TP\n")) != NULL; p++)
+		tps++;
+	/* every "  --name" line of --help is one .TP paragraph; the actions too */
+	for (const char *p = usage; (p = strstr(p, "\n  --")) != NULL; p++)
+		flags++;
+	assert_int_equal(tps, flags + 3);
+	assert_non_null(strstr(text, "\\fB\\-\\-upstream\\-timeout\\fR \\fIMS\\fR\n"));
+	assert_non_null(strstr(text, "Range: 1..3600000 ms.\nDefault: 30000.\n"));
+	assert_null(strstr(text, "\n.\n"));
+	for (const char *p = text; *p; p++) /* no bare hyphen reaches roff */
+		if (*p == '-')
+			assert_true(p > text && p[-1] == '\\');
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -222,6 +516,18 @@ int main(void)
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_file_and_precedence),
 		cmocka_unit_test(test_file_errors),
+		cmocka_unit_test(test_durations),
+		cmocka_unit_test(test_bad_durations),
+		cmocka_unit_test(test_missing_values),
+		cmocka_unit_test(test_boolean_words),
+		cmocka_unit_test(test_check_config_and_version_flags),
+		cmocka_unit_test(test_repeated_key_in_file),
+		cmocka_unit_test(test_redact_url),
+		cmocka_unit_test(test_credential_not_in_errors),
+		cmocka_unit_test(test_upstream_ca_file),
+		cmocka_unit_test(test_token_warnings),
+		cmocka_unit_test(test_usage_shows_bounds),
+		cmocka_unit_test(test_manpage_has_every_option),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
