@@ -65,6 +65,14 @@ struct store {
 	int data_fd;        /* LMDB's fd of data.mdb: fstat only */
 	uint64_t size_seen; /* largest size of data.mdb seen: it never shrinks */
 	int broken;         /* data.mdb was truncated under us: LMDB is not touched again */
+	/* inside a guarded call: the transaction and cursor it has open, so
+	 * that a SIGBUS that abandons them leaves them for store_close */
+	MDB_txn *live_txn;
+	MDB_cursor *live_cursor;
+	int live_write;
+	MDB_txn *abandoned_txn;
+	MDB_cursor *abandoned_cursor;
+	int abandoned_write;
 	uint8_t evict_from[STORE_ID_LEN]; /* where the next eviction scan starts */
 	char last_error[STORE_ERROR_MAX];
 };
@@ -163,6 +171,9 @@ static void guard_install(void)
 static void guard_tripped(struct store *st, const char *what)
 {
 	st->broken = 1;
+	st->abandoned_txn = st->live_txn;
+	st->abandoned_cursor = st->live_cursor;
+	st->abandoned_write = st->live_write;
 	set_error(st, "reading data.mdb while %s faulted (SIGBUS): the file was truncated "
 		  "while in use; the cache is disabled until a restart (run 'contacts-gateway "
 		  "cache check')", what);
@@ -187,7 +198,28 @@ static void guard_tripped(struct store *st, const char *what)
 			(result) = (call);                                         \
 			guard_at = guard_outer_;                                   \
 		}                                                                  \
+		(st)->live_txn = NULL;                                             \
+		(st)->live_cursor = NULL;                                          \
 	} while (0)
+
+/* mdb_txn_begin and mdb_cursor_open, noting what a guarded call holds. */
+static int begin(struct store *st, unsigned flags, MDB_txn **txn)
+{
+	int rc = mdb_txn_begin(st->env, NULL, flags, txn);
+
+	st->live_txn = rc == 0 ? *txn : NULL;
+	st->live_cursor = NULL;
+	st->live_write = !(flags & MDB_RDONLY);
+	return rc;
+}
+
+static int cursor(struct store *st, MDB_txn *txn, MDB_dbi dbi, MDB_cursor **cur)
+{
+	int rc = mdb_cursor_open(txn, dbi, cur);
+
+	st->live_cursor = rc == 0 ? *cur : NULL;
+	return rc;
+}
 
 /* Refuses every call once the file shrank. 0 or -1 (store broken). */
 static int check_size(struct store *st)
@@ -315,7 +347,7 @@ static void advance(struct store *st)
 	MDB_txn *txn;
 	uint64_t n = 0;
 
-	if (mdb_txn_begin(st->env, NULL, 0, &txn) != 0)
+	if (begin(st, 0, &txn) != 0)
 		return;
 	if (mdb_get(txn, st->meta, &key, &val) == 0 && val.mv_size == sizeof(n))
 		n = get_u64(val.mv_data);
@@ -524,6 +556,13 @@ void store_close(struct store *st)
 	if (st->env) {
 		if (!st->broken)
 			mdb_env_sync(st->env, 1);
+		/* what a SIGBUS abandoned: a read transaction and its cursor are
+		 * plain memory and a reader slot; a write transaction cut short
+		 * is left alone (its state is unknown; the process exits soon) */
+		if (st->abandoned_cursor && !st->abandoned_write)
+			mdb_cursor_close(st->abandoned_cursor);
+		if (st->abandoned_txn && !st->abandoned_write)
+			mdb_txn_abort(st->abandoned_txn);
 		mdb_env_close(st->env);
 	}
 	if (st->lock_fd >= 0)
@@ -555,9 +594,9 @@ static size_t free_pages(struct store *st, size_t *total, size_t *psize)
 	*psize = ms.ms_psize;
 	*total = info.me_mapsize / ms.ms_psize;
 	n = *total > info.me_last_pgno + 1 ? *total - (info.me_last_pgno + 1) : 0;
-	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
+	if (begin(st, MDB_RDONLY, &txn) != 0)
 		return n;
-	if (mdb_cursor_open(txn, 0, &cur) == 0) {
+	if (cursor(st, txn, 0, &cur) == 0) {
 		while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0)
 			if (v.mv_size >= sizeof(size_t)) {
 				size_t count;
@@ -601,7 +640,7 @@ static enum store_status put_record(struct store *st, const uint8_t id[STORE_ID_
 		}
 	}
 	e->etag = XXH3_64bits(e->body, e->body_len);
-	if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0)
+	if ((rc = begin(st, 0, &txn)) != 0)
 		goto out;
 	if (unless_newer && mdb_get(txn, st->dbi, &key, &val) == 0 &&
 	    record_peek_stored(val.mv_data, val.mv_size, &stored) && stored > e->stored_ms) {
@@ -660,7 +699,7 @@ static enum store_status get_entry(struct store *st, const uint8_t id[STORE_ID_L
 	struct store_view *v;
 	int rc;
 
-	if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)) != 0) {
+	if ((rc = begin(st, MDB_RDONLY, &txn)) != 0) {
 		set_error(st, "beginning a read: %s", mdb_strerror(rc));
 		return STORE_ERROR;
 	}
@@ -716,7 +755,7 @@ static enum store_status delete_entry(struct store *st, const uint8_t id[STORE_I
 	MDB_txn *txn;
 	int rc;
 
-	if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0) {
+	if ((rc = begin(st, 0, &txn)) != 0) {
 		set_error(st, "beginning a delete: %s", mdb_strerror(rc));
 		return STORE_ERROR;
 	}
@@ -767,7 +806,7 @@ static size_t delete_ids(struct store *st, const struct candidate *c, size_t n)
 	while (done < n && chunk > 0) {
 		size_t k = chunk < n - done ? chunk : n - done, deleted = 0;
 		MDB_txn *txn;
-		int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+		int rc = begin(st, 0, &txn);
 
 		if (rc != 0) {
 			set_error(st, "beginning an eviction: %s", mdb_strerror(rc));
@@ -813,8 +852,8 @@ static size_t evict(struct store *st, int64_t now_ms, size_t max_scan,
 
 	if (max_scan == 0 || (c = calloc(max_scan, sizeof(*c))) == NULL)
 		return 0;
-	if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)) != 0 ||
-	    (rc = mdb_cursor_open(txn, st->dbi, &cur)) != 0) {
+	if ((rc = begin(st, MDB_RDONLY, &txn)) != 0 ||
+	    (rc = cursor(st, txn, st->dbi, &cur)) != 0) {
 		set_error(st, "reading for an eviction: %s", mdb_strerror(rc));
 		goto out;
 	}
@@ -893,11 +932,11 @@ static enum store_status scan(struct store *st, store_scan_fn fn, void *arg)
 	MDB_val key, val;
 	int rc;
 
-	if ((rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)) != 0) {
+	if ((rc = begin(st, MDB_RDONLY, &txn)) != 0) {
 		set_error(st, "beginning a scan: %s", mdb_strerror(rc));
 		return STORE_ERROR;
 	}
-	if ((rc = mdb_cursor_open(txn, st->dbi, &cur)) != 0) {
+	if ((rc = cursor(st, txn, st->dbi, &cur)) != 0) {
 		set_error(st, "beginning a scan: %s", mdb_strerror(rc));
 		mdb_txn_abort(txn);
 		return STORE_ERROR;
@@ -962,7 +1001,7 @@ static enum store_status count(struct store *st, volatile size_t *n)
 	MDB_txn *txn;
 	MDB_stat ms;
 
-	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
+	if (begin(st, MDB_RDONLY, &txn) != 0)
 		return STORE_ERROR;
 	if (mdb_stat(txn, st->dbi, &ms) == 0)
 		*n = ms.ms_entries;

@@ -1152,6 +1152,13 @@ enum cache_line cache_parse_line(const char *buf, size_t len, uint64_t max_body,
 
 	memset(ie, 0, sizeof(*ie));
 	*why = NULL;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)buf[i] < 0x20 && buf[i] != '\t' && buf[i] != '\r') {
+			/* an export writes none; cJSON would take a raw NUL in a
+			 * string and cut it short there */
+			*why = "holds a raw control byte (an export escapes every one)";
+			return CACHE_LINE_BAD;
+		}
 	if (memmem(buf, len, "\\u0000", 6) != NULL) {
 		*why = "holds a \\u0000 escape (no NUL bytes in these strings)";
 		return CACHE_LINE_BAD;
