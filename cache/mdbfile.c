@@ -256,15 +256,14 @@ static int key_cmp(const struct walk *w, const uint8_t *a, size_t al, const uint
  * (caller frees) when `want`. Returns 0 with *val and *len set (val NULL when
  * not wanted and not in the page), or -1 (a problem, counted).
  */
-static int leaf_value(struct walk *w, const uint8_t *page, const uint8_t *node,
-		      size_t room, int want, const uint8_t **val, size_t *len, uint8_t **heap)
+static int leaf_value(struct walk *w, const uint8_t *node, size_t room, int want,
+		      const uint8_t **val, size_t *len, uint8_t **heap)
 {
 	uint16_t nflags = u16(node + 4);
 	size_t ksize = u16(node + 6), dsize = u16(node) | (size_t)u16(node + 2) << 16;
 	uint8_t head[PAGE_HDR];
 	uint64_t pgno, pages;
 
-	(void)page;
 	*val = NULL;
 	*len = dsize;
 	*heap = NULL;
@@ -425,7 +424,7 @@ static void walk_page(struct walk *w, uint64_t pgno, unsigned level)
 			uint8_t *heap;
 			int want = w->tree == T_FREE || w->tree == T_MAIN || w->fn != NULL;
 
-			if (leaf_value(w, page, node, room, want, &val, &len, &heap) != 0)
+			if (leaf_value(w, node, room, want, &val, &len, &heap) != 0)
 				continue;
 			if (w->tree == T_FREE)
 				free_list(w, val, len);

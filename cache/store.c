@@ -242,12 +242,9 @@ static int check_size(struct store *st)
 	return 0;
 }
 
-static int refuses(struct store *st)
+static int refuses(const struct store *st)
 {
-	if (st->broken) {
-		return 1;
-	}
-	return 0;
+	return st->broken;
 }
 
 /* ---- keys ---- */
@@ -436,8 +433,12 @@ static int verify(struct store *st, const char *dir, char *err, size_t err_size)
 	int m, rc;
 
 	if ((m = pin(st->env, &f, st->data_fd, &txn)) < 0) {
-		snprintf(err, err_size, "cache directory %s: data.mdb's meta pages do not "
-			 "match LMDB's view of them (damaged, or written too fast to check)", dir);
+		/* LMDB reads the meta page of its transaction id's parity: one
+		 * that does not hold that id is damaged (or was rewritten eight
+		 * times over while we looked, by writers beside us) */
+		snprintf(err, err_size, "cache directory %s: data.mdb is damaged (its meta "
+			 "pages do not hold the transaction LMDB reads); run 'contacts-gateway "
+			 "cache recover'", dir);
 		return -1;
 	}
 	rc = mdbfile_walk(&f, m, NULL, NULL, &r);
@@ -971,16 +972,29 @@ enum store_status store_scan(struct store *st, store_scan_fn fn, void *arg)
 	return s;
 }
 
-void store_usage(struct store *st, uint64_t *map_bytes, uint64_t *used_bytes)
+static enum store_status usage(struct store *st, volatile uint64_t *map_bytes,
+				volatile uint64_t *used_bytes)
 {
 	MDB_envinfo info;
 	MDB_stat ms;
 
-	*map_bytes = *used_bytes = 0;
-	if (st->broken || mdb_env_info(st->env, &info) != 0 || mdb_env_stat(st->env, &ms) != 0)
-		return;
+	if (mdb_env_info(st->env, &info) != 0 || mdb_env_stat(st->env, &ms) != 0)
+		return STORE_ERROR;
 	*map_bytes = info.me_mapsize;
 	*used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+	return STORE_OK;
+}
+
+void store_usage(struct store *st, uint64_t *map_bytes, uint64_t *used_bytes)
+{
+	volatile uint64_t map = 0, used = 0;
+	enum store_status s = STORE_OK;
+
+	if (!refuses(st))
+		GUARDED(st, "reading the map's size", s, usage(st, &map, &used));
+	(void)s;
+	*map_bytes = map;
+	*used_bytes = used;
 }
 
 int store_sync(struct store *st)
@@ -1101,6 +1115,12 @@ enum store_status store_salvage(const char *dir, store_scan_fn fn, void *arg,
 			env = NULL;
 			m = mdbfile_open(&f, fd);
 		}
+	}
+	if (m < 0) { /* the meta pages changed under us: a writer, or worse */
+		snprintf(err, err_size, "cache directory %s: data.mdb's meta pages changed while "
+			 "being read; try again", dir);
+		close(fd);
+		return STORE_ERROR;
 	}
 	report->pinned = txn != NULL;
 	report->txnid = f.meta[m].txnid;
