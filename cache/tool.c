@@ -562,7 +562,7 @@ static int run_stats(const struct opts *o)
 	memset(&s, 0, sizeof(s));
 	s.now = now_ms();
 	if (store_scan(st, stats_scan, &s) != STORE_OK) {
-		complain("cannot read the cache in %s", o->dir);
+		complain("cannot read the cache in %s: %s", o->dir, store_last_error(st));
 		free(s.keys);
 		store_close(st);
 		return 1;
@@ -689,7 +689,7 @@ static int run_list(const struct opts *o)
 		return 2;
 	filter_from(&f, o);
 	if (store_scan(st, list_scan, &l) != STORE_OK) {
-		complain("cannot read the cache in %s", o->dir);
+		complain("cannot read the cache in %s: %s", o->dir, store_last_error(st));
 		rc = 1;
 	}
 	store_close(st);
@@ -798,10 +798,12 @@ static int run_purge(const struct opts *o)
 	f.all = (o->given & O_ALL) != 0;
 	if (cache_purge(st, &f, &deleted, &failed) != 0) {
 		if (failed)
-			complain("%" PRIu64 " entries could not be deleted", failed);
+			complain("%" PRIu64 " entries could not be deleted: %s", failed,
+				 store_last_error(st));
 		else
 			complain("purge of %s stopped: the cache could not be read or "
-				 "a batch of %d entries could not be deleted", o->dir, PURGE_BATCH);
+				 "a batch of %d entries could not be deleted (%s)", o->dir,
+				 PURGE_BATCH, store_last_error(st));
 		rc = 1;
 	}
 	store_close(st);
@@ -927,7 +929,7 @@ static int run_export(const struct opts *o)
 	fprintf(x.out, "{\"format\":\"%s\",\"version\":%d,\"exported_at\":\"%s\"}\n",
 		FORMAT_NAME, FORMAT_VERSION, when);
 	if (store_scan(st, export_scan, &x) != STORE_OK) {
-		complain("cannot read the cache in %s", o->dir);
+		complain("cannot read the cache in %s: %s", o->dir, store_last_error(st));
 		rc = 1;
 	}
 	store_close(st);
@@ -1093,6 +1095,7 @@ struct import_ctx {
 	uint64_t imported, skipped, kept, evicted, entry_lines;
 	int seen_end;
 	int64_t end_entries;
+	char why[STORE_ERROR_MAX + 96]; /* import_put's last reason */
 };
 
 static void skip_line(struct import_ctx *c, unsigned long lineno, const char *why)
@@ -1134,12 +1137,15 @@ static const char *import_put(struct import_ctx *c, struct cache_import_entry *i
 		c->kept++;
 		return NULL;
 	case STORE_FULL:
-		return "the cache is full even after evicting: it needs a larger "
-		       "--cache-size";
+		snprintf(c->why, sizeof(c->why), "the cache is full even after evicting (%s): "
+			 "it needs a larger --cache-size", store_last_error(c->st));
+		return c->why;
 	case STORE_INVALID:
 		return "the store refused the entry's sizes";
 	default:
-		return "the store could not write it (LMDB error)";
+		snprintf(c->why, sizeof(c->why), "the store could not write it: %s",
+			 store_last_error(c->st));
+		return c->why;
 	}
 }
 
