@@ -411,4 +411,31 @@ def made_read_only_while_running_keeps_serving():
         h.stop_gateway(g)
 
 
+@run.test
+def truncated_while_running_serves_from_upstream():
+    """Another process cuts data.mdb under a running gateway: the next lookup
+    that reaches a missing page is caught (a SIGBUS inside LMDB, turned into
+    a miss), the cache turns itself off, and every answer comes from the
+    vendor, right to the byte. No crash; a clean exit."""
+    _, bodies = reference()
+    d = copy_of("cut-live")
+    g = h.start_gateway(a, sim.port, "--cache-sync-interval", "100", cache_dir=d)
+    try:
+        assert "hit" in h.contacts(g.port, QUERIES[0]).header("cache-status")
+        os.truncate(os.path.join(d, "data.mdb"), 2 * PSIZE)
+        before = upstream_total()
+        for q in QUERIES:
+            r = h.contacts(g.port, q)
+            assert r.status == 200 and r.body == bodies[q], (q, r.status)
+            assert "fwd=miss" in r.header("cache-status"), (q, r.header("cache-status"))
+        assert upstream_total() == before + len(QUERIES)
+        # the periodic sync sees the shrink too and says so
+        h.eventually(lambda: "sync" in g.read_log(), what="a log line from the sync")
+        assert g.alive()
+    finally:
+        h.stop_gateway(g)
+    rc, err = run_gateway_to_exit(d)
+    assert rc == 2 and TRUNCATED.match(err[0]), (rc, err)
+
+
 run.run()
