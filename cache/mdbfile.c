@@ -212,8 +212,9 @@ static int usable(struct walk *w, uint64_t pgno, uint64_t count, const char *wha
 	}
 	need(w, pgno + count - 1);
 	if (pgno + count > w->f->pages) {
-		problem(w, 1, "%s page %llu is past the end of the file (%llu pages)", what,
-			(unsigned long long)(pgno + count - 1), (unsigned long long)w->f->pages);
+		problem(w, 1, "%s page %llu is past the end of the file (which holds %llu "
+			"whole pages)", what, (unsigned long long)(pgno + count - 1),
+			(unsigned long long)w->f->pages);
 		return -1;
 	}
 	for (uint64_t i = 0; i < count; i++)
