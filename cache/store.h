@@ -22,6 +22,17 @@
  * Reads are zero-copy: store_get returns a view whose pointers point into
  * the memory map; the view pins them (an LMDB read transaction) until
  * store_view_release. Writes are one short write transaction each.
+ *
+ * Damage (store.c says how): store_open refuses a data.mdb that is shorter
+ * than the pages its trees use, or whose pages fail their checks, before
+ * LMDB reads any of them; a file truncated while open turns the store
+ * "broken" (every call fails with STORE_ERROR, store_last_error says why)
+ * instead of crashing the process. store_salvage reads a damaged file
+ * without LMDB's map, for `cache check` and `cache recover`.
+ *
+ * Failures: every failing call leaves its cause in words (LMDB's
+ * mdb_strerror, errno text) for store_last_error; store_strerror words a
+ * status.
  */
 #ifndef CG_CACHE_STORE_H
 #define CG_CACHE_STORE_H
@@ -33,6 +44,7 @@
 #define STORE_KEYHASH_LEN 32
 #define STORE_QUERY_MAX 4096        /* longest canonical query stored */
 #define STORE_CTYPE_MAX 256         /* longest Content-Type stored */
+#define STORE_ERROR_MAX 256         /* store_last_error's longest text */
 
 struct store;
 struct store_view;
@@ -61,6 +73,19 @@ struct store_entry {
 	size_t body_len;
 };
 
+/* A status in words, e.g. "the cache map is full". Static storage. */
+const char *store_strerror(enum store_status s);
+
+/*
+ * The cause of the store's last failure, in words: LMDB's text with its
+ * code name ("writing a 169271-byte record: MDB_MAP_FULL: Environment
+ * mapsize limit reached"), errno's text, or what the store decided ("the
+ * cache map is full: 40 of 256 pages free, 57 needed ..."). "no error"
+ * before any. Valid until the next call on `st`; a success does not clear
+ * it, so read it right after the call that failed.
+ */
+const char *store_last_error(const struct store *st);
+
 /* SHA-256 of an API key: the only form in which a key is kept. */
 void store_hash_api_key(const char *key, size_t len,
 			uint8_t out[STORE_KEYHASH_LEN]);
@@ -80,7 +105,10 @@ void store_entry_id(const uint8_t keyhash[STORE_KEYHASH_LEN], const char *query,
  * With STORE_EXCLUSIVE, also takes an advisory lock on dir/gateway.lock so
  * that a second gateway on the same directory is refused; the cache tools
  * open without it, beside a running gateway (LMDB serialises writers across
- * processes). Returns NULL with `err` set on failure.
+ * processes). An existing data.mdb is checked first (see above): a
+ * truncated or damaged one is refused with a one-line `err` that says so
+ * and names `contacts-gateway cache recover`. Returns NULL with `err` set
+ * on failure.
  */
 struct store *store_open(const char *dir, uint64_t map_bytes,
 			 unsigned max_readers, unsigned flags, char *err,
@@ -146,7 +174,9 @@ typedef int (*store_scan_fn)(const uint8_t id[STORE_ID_LEN], enum store_status s
 			     const struct store_entry *e, void *arg);
 enum store_status store_scan(struct store *st, store_scan_fn fn, void *arg);
 
-/* Flushes committed records to disk (fsync). Returns 0 or -1. */
+/* Flushes committed records to disk (fsync) and checks that data.mdb has
+ * not shrunk (truncated by another process: the store turns broken).
+ * Returns 0, or -1 with store_last_error set. */
 int store_sync(struct store *st);
 
 /* Number of entries. */
@@ -189,7 +219,12 @@ void store_reader_free(struct store_reader *r);
 
 /*
  * Looks `id` up in the newest committed state. On STORE_OK `e` points into
- * the map until store_reader_done (or longer with a pin). STORE_CORRUPT:
+ * the map until store_reader_done (or longer with a pin); its content type
+ * into the reader (a copy, NUL-terminated), until the next lookup. The
+ * lookup and the record's checks run under the store's SIGBUS guard: a
+ * file truncated under the gateway disables the store (STORE_ERROR from
+ * then on) instead of killing the process; the body is then read by the
+ * kernel (writev: EFAULT, not a signal) or copied by the caller. STORE_CORRUPT:
  * the record failed its checks; STORE_ERROR: LMDB failed (the reader table
  * is full, ...). Ends a lookup still open.
  */
@@ -209,5 +244,30 @@ void store_snap_release(struct store_snap *s);
 /* Has a newer commit overtaken `s` at least limit_ms ago (by now_ms)? The
  * first call that sees it overtaken starts the count. */
 int store_snap_overdue(struct store_snap *s, int64_t now_ms, int64_t limit_ms);
+/* What store_salvage found. */
+struct store_salvage {
+	uint64_t file_bytes, needed_bytes; /* needed: the pages the trees refer to */
+	uint32_t page_size;
+	uint64_t last_page, txnid;         /* of the snapshot read */
+	uint64_t pages_read, pages_missing, damaged; /* damaged: pages or nodes */
+	uint64_t intact, corrupt;          /* records */
+	int has_entries;                   /* the "entries" database was found */
+	int pinned;                        /* read inside an LMDB read transaction */
+	char first_problem[200];           /* "" when none */
+};
+
+/*
+ * Reads every record of the store in `dir` without trusting data.mdb: with
+ * pread, each page checked before use (cache/mdbfile.c), so no length or
+ * content of the file can crash it; what cannot be read is counted and
+ * skipped. Calls fn (which may be NULL) for each record as store_scan
+ * does: `e` is NULL when the record fails its checks, else valid for the
+ * call. When the file's meta pages are sound the walk holds an LMDB read
+ * transaction, so a writer beside it does not change what it reads.
+ * Returns STORE_OK with `report` filled, or STORE_ERROR with `err` set when
+ * the file cannot be read at all (missing, not LMDB, no sound meta page).
+ */
+enum store_status store_salvage(const char *dir, store_scan_fn fn, void *arg,
+				struct store_salvage *report, char *err, size_t err_size);
 
 #endif

@@ -80,6 +80,7 @@ enum {
 	O_CACHESIZE = 1u << 7,
 	O_MAXBODY = 1u << 8,
 	O_FILE = 1u << 9, /* the positional FILE */
+	O_TO = 1u << 10,
 };
 
 struct tool_opt {
@@ -93,7 +94,7 @@ static const struct tool_opt tool_opts[] = {
 	{"query-prefix", O_PREFIX, 1}, {"json", O_JSON, 0},
 	{"all", O_ALL, 0},             {"expired", O_EXPIRED, 0},
 	{"key-stdin", O_KEYSTDIN, 0},  {"cache-size", O_CACHESIZE, 1},
-	{"max-body-bytes", O_MAXBODY, 1},
+	{"max-body-bytes", O_MAXBODY, 1}, {"to", O_TO, 1},
 };
 
 #define N_TOOL_OPTS (sizeof(tool_opts) / sizeof(tool_opts[0]))
@@ -108,6 +109,7 @@ struct opts {
 	const char *prefix;
 	size_t prefix_len;
 	const char *file;
+	const char *to; /* recover's new directory */
 	uint64_t cache_size;
 	uint64_t max_body;
 };
@@ -560,7 +562,7 @@ static int run_stats(const struct opts *o)
 	memset(&s, 0, sizeof(s));
 	s.now = now_ms();
 	if (store_scan(st, stats_scan, &s) != STORE_OK) {
-		complain("cannot read the cache in %s", o->dir);
+		complain("cannot read the cache in %s: %s", o->dir, store_last_error(st));
 		free(s.keys);
 		store_close(st);
 		return 1;
@@ -687,7 +689,7 @@ static int run_list(const struct opts *o)
 		return 2;
 	filter_from(&f, o);
 	if (store_scan(st, list_scan, &l) != STORE_OK) {
-		complain("cannot read the cache in %s", o->dir);
+		complain("cannot read the cache in %s: %s", o->dir, store_last_error(st));
 		rc = 1;
 	}
 	store_close(st);
@@ -796,10 +798,12 @@ static int run_purge(const struct opts *o)
 	f.all = (o->given & O_ALL) != 0;
 	if (cache_purge(st, &f, &deleted, &failed) != 0) {
 		if (failed)
-			complain("%" PRIu64 " entries could not be deleted", failed);
+			complain("%" PRIu64 " entries could not be deleted: %s", failed,
+				 store_last_error(st));
 		else
 			complain("purge of %s stopped: the cache could not be read or "
-				 "a batch of %d entries could not be deleted", o->dir, PURGE_BATCH);
+				 "a batch of %d entries could not be deleted (%s)", o->dir,
+				 PURGE_BATCH, store_last_error(st));
 		rc = 1;
 	}
 	store_close(st);
@@ -819,6 +823,7 @@ static int export_scan(const uint8_t id[STORE_ID_LEN], enum store_status status,
 {
 	struct export_ctx *x = arg;
 	char hex[2 * STORE_ID_LEN + 1];
+	const char *why;
 
 	if (status != STORE_OK) {
 		to_hex(id, STORE_ID_LEN, hex);
@@ -826,35 +831,44 @@ static int export_scan(const uint8_t id[STORE_ID_LEN], enum store_status status,
 		x->corrupt++;
 		return 0;
 	}
+	if ((why = cache_export_refuses(e)) != NULL) {
+		to_hex(id, STORE_ID_LEN, hex);
+		complain("warning: skipped entry %s: %s", hex, why);
+		x->refused++;
+		return 0;
+	}
+	cache_export_line(x->out, e);
+	x->written++;
+	return ferror(x->out) ? 1 : 0;
+}
+
+const char *cache_export_refuses(const struct store_entry *e)
+{
 	/* a NUL cannot travel in a JSON string through cJSON; the gateway
 	 * never stores one (the query is canonical, the type a header value) */
 	if (memchr(e->query, '\0', e->query_len) ||
-	    memchr(e->content_type, '\0', e->content_type_len)) {
-		to_hex(id, STORE_ID_LEN, hex);
-		complain("warning: skipped entry %s: its query or content type holds a NUL "
-			 "byte", hex);
-		x->refused++;
-		return 0;
-	}
+	    memchr(e->content_type, '\0', e->content_type_len))
+		return "its query or content type holds a NUL byte";
 	/* import reads numbers as JSON doubles: only what it can read back */
 	if (e->stored_ms < 0 || e->stored_ms > (int64_t)JSON_INT_MAX ||
-	    e->expires_ms < 0 || e->expires_ms > (int64_t)JSON_INT_MAX) {
-		to_hex(id, STORE_ID_LEN, hex);
-		complain("warning: skipped entry %s: its times are out of range", hex);
-		x->refused++;
-		return 0;
-	}
+	    e->expires_ms < 0 || e->expires_ms > (int64_t)JSON_INT_MAX)
+		return "its times are out of range";
+	return NULL;
+}
+
+void cache_export_line(FILE *out, const struct store_entry *e)
+{
+	char hex[2 * STORE_KEYHASH_LEN + 1];
+
 	to_hex(e->keyhash, STORE_KEYHASH_LEN, hex);
-	fprintf(x->out, "{\"key_hash\":\"%s\",\"query\":", hex);
-	put_json_bytes(x->out, e->query, e->query_len);
-	fprintf(x->out, ",\"stored_ms\":%" PRId64 ",\"expires_ms\":%" PRId64
+	fprintf(out, "{\"key_hash\":\"%s\",\"query\":", hex);
+	put_json_bytes(out, e->query, e->query_len);
+	fprintf(out, ",\"stored_ms\":%" PRId64 ",\"expires_ms\":%" PRId64
 		",\"content_type\":", e->stored_ms, e->expires_ms);
-	put_json_bytes(x->out, e->content_type, e->content_type_len);
-	fprintf(x->out, ",\"etag\":\"%016" PRIx64 "\",\"body_b64\":\"", e->etag);
-	put_base64(x->out, e->body, e->body_len);
-	fputs("\"}\n", x->out);
-	x->written++;
-	return ferror(x->out) ? 1 : 0;
+	put_json_bytes(out, e->content_type, e->content_type_len);
+	fprintf(out, ",\"etag\":\"%016" PRIx64 "\",\"body_b64\":\"", e->etag);
+	put_base64(out, e->body, e->body_len);
+	fputs("\"}\n", out);
 }
 
 /* fsyncs the directory holding `path` (best effort). */
@@ -915,7 +929,7 @@ static int run_export(const struct opts *o)
 	fprintf(x.out, "{\"format\":\"%s\",\"version\":%d,\"exported_at\":\"%s\"}\n",
 		FORMAT_NAME, FORMAT_VERSION, when);
 	if (store_scan(st, export_scan, &x) != STORE_OK) {
-		complain("cannot read the cache in %s", o->dir);
+		complain("cannot read the cache in %s: %s", o->dir, store_last_error(st));
 		rc = 1;
 	}
 	store_close(st);
@@ -1025,21 +1039,8 @@ static const char *json_string(const cJSON *o, const char *name)
 	return cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
 }
 
-/* An entry line, checked; body is malloc'd (caller frees). */
-struct import_entry {
-	uint8_t keyhash[STORE_KEYHASH_LEN];
-	char query[STORE_QUERY_MAX];
-	size_t query_len;
-	char ctype[STORE_CTYPE_MAX];
-	size_t ctype_len;
-	int64_t stored_ms, expires_ms;
-	uint64_t etag;
-	uint8_t *body;
-	size_t body_len;
-};
-
 /* Checks an entry object; NULL when good, else why it is not. */
-static const char *check_entry(const cJSON *o, uint64_t max_body, struct import_entry *ie)
+static const char *check_entry(const cJSON *o, uint64_t max_body, struct cache_import_entry *ie)
 {
 	const char *s;
 	uint8_t etag[8];
@@ -1094,6 +1095,7 @@ struct import_ctx {
 	uint64_t imported, skipped, kept, evicted, entry_lines;
 	int seen_end;
 	int64_t end_entries;
+	char why[STORE_ERROR_MAX + 96]; /* import_put's last reason */
 };
 
 static void skip_line(struct import_ctx *c, unsigned long lineno, const char *why)
@@ -1103,7 +1105,7 @@ static void skip_line(struct import_ctx *c, unsigned long lineno, const char *wh
 }
 
 /* Writes a checked entry unless the cache holds a newer answer for it. */
-static const char *import_put(struct import_ctx *c, struct import_entry *ie)
+static const char *import_put(struct import_ctx *c, struct cache_import_entry *ie)
 {
 	uint8_t id[STORE_ID_LEN];
 	struct store_entry e;
@@ -1135,57 +1137,89 @@ static const char *import_put(struct import_ctx *c, struct import_entry *ie)
 		c->kept++;
 		return NULL;
 	case STORE_FULL:
-		return "the cache is full even after evicting: it needs a larger "
-		       "--cache-size";
+		snprintf(c->why, sizeof(c->why), "the cache is full even after evicting (%s): "
+			 "it needs a larger --cache-size", store_last_error(c->st));
+		return c->why;
 	case STORE_INVALID:
 		return "the store refused the entry's sizes";
 	default:
-		return "the store could not write it (LMDB error)";
+		snprintf(c->why, sizeof(c->why), "the store could not write it: %s",
+			 store_last_error(c->st));
+		return c->why;
 	}
+}
+
+enum cache_line cache_parse_line(const char *buf, size_t len, uint64_t max_body,
+				 struct cache_import_entry *ie, int64_t *end_entries,
+				 const char **why)
+{
+	enum cache_line kind = CACHE_LINE_BAD;
+	cJSON *o;
+
+	memset(ie, 0, sizeof(*ie));
+	*why = NULL;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)buf[i] < 0x20 && buf[i] != '\t' && buf[i] != '\r') {
+			/* an export writes none; cJSON would take a raw NUL in a
+			 * string and cut it short there */
+			*why = "holds a raw control byte (an export escapes every one)";
+			return CACHE_LINE_BAD;
+		}
+	if (memmem(buf, len, "\\u0000", 6) != NULL) {
+		*why = "holds a \\u0000 escape (no NUL bytes in these strings)";
+		return CACHE_LINE_BAD;
+	}
+	o = cJSON_ParseWithLength(buf, len);
+	if (!cJSON_IsObject(o)) {
+		*why = "not a JSON object";
+	} else if (cJSON_GetObjectItemCaseSensitive(o, "end") != NULL) {
+		kind = CACHE_LINE_END;
+		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "end")) ||
+		    json_int(o, "entries", end_entries) != 0) {
+			*end_entries = -1;
+			*why = "a malformed end line";
+		}
+	} else if ((*why = check_entry(o, max_body, ie)) == NULL) {
+		kind = CACHE_LINE_ENTRY;
+	}
+	cJSON_Delete(o); /* ie holds copies */
+	if (kind != CACHE_LINE_ENTRY) {
+		free(ie->body);
+		ie->body = NULL;
+	}
+	return kind;
 }
 
 /* One line after the header. */
 static void import_line(struct import_ctx *c, unsigned long lineno, const struct line *l)
 {
-	struct import_entry *ie;
+	struct cache_import_entry *ie;
 	const char *why;
-	cJSON *o;
+	int64_t end_entries = -1;
 
 	if (c->seen_end) {
 		skip_line(c, lineno, "a line after the end line");
 		return;
 	}
-	if (memmem(l->buf, l->len, "\\u0000", 6) != NULL) {
-		c->entry_lines++;
-		skip_line(c, lineno, "holds a \\u0000 escape (no NUL bytes in these strings)");
-		return;
-	}
-	o = cJSON_ParseWithLength(l->buf, l->len);
-	if (!cJSON_IsObject(o)) {
-		c->entry_lines++;
-		skip_line(c, lineno, "not a JSON object");
-		cJSON_Delete(o);
-		return;
-	}
-	if (cJSON_GetObjectItemCaseSensitive(o, "end") != NULL) {
-		c->seen_end = 1;
-		if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "end")) ||
-		    json_int(o, "entries", &c->end_entries) != 0) {
-			c->end_entries = -1;
-			skip_line(c, lineno, "a malformed end line");
-		}
-		cJSON_Delete(o);
-		return;
-	}
-	c->entry_lines++;
 	if ((ie = calloc(1, sizeof(*ie))) == NULL)
 		abort();
-	why = check_entry(o, c->max_body, ie);
-	cJSON_Delete(o); /* ie holds copies */
-	if (why == NULL)
-		why = import_put(c, ie);
-	if (why != NULL)
+	switch (cache_parse_line(l->buf, l->len, c->max_body, ie, &end_entries, &why)) {
+	case CACHE_LINE_END:
+		c->seen_end = 1;
+		c->end_entries = end_entries;
+		if (why != NULL)
+			skip_line(c, lineno, why);
+		break;
+	case CACHE_LINE_BAD:
+		c->entry_lines++;
 		skip_line(c, lineno, why);
+		break;
+	case CACHE_LINE_ENTRY:
+		c->entry_lines++;
+		if ((why = import_put(c, ie)) != NULL)
+			skip_line(c, lineno, why);
+		break;
+	}
 	free(ie->body);
 	free(ie);
 }
@@ -1318,6 +1352,163 @@ out:
 	return rc;
 }
 
+/* ---- check and recover ---- */
+
+static int damaged(const struct store_salvage *r)
+{
+	return r->pages_missing || r->damaged || r->corrupt || !r->has_entries;
+}
+
+static int run_check(const struct opts *o)
+{
+	struct store_salvage r;
+	char err[512];
+	int json = (o->given & O_JSON) != 0, bad;
+
+	if (store_salvage(o->dir, NULL, NULL, &r, err, sizeof(err)) != STORE_OK) {
+		complain("%s", err);
+		return 2;
+	}
+	bad = damaged(&r);
+	if (!r.has_entries && r.first_problem[0] == '\0')
+		snprintf(r.first_problem, sizeof(r.first_problem),
+			 "no \"entries\" database: not a contacts-gateway cache, or its main "
+			 "database is lost");
+	if (json) {
+		printf("{\"directory\":");
+		put_json_bytes(stdout, o->dir, strlen(o->dir));
+		printf(",\"clean\":%s,\"file_bytes\":%" PRIu64 ",\"needed_bytes\":%" PRIu64
+		       ",\"page_size\":%u,\"txnid\":%" PRIu64 ",\"pinned\":%s"
+		       ",\"pages_read\":%" PRIu64 ",\"pages_missing\":%" PRIu64
+		       ",\"damaged\":%" PRIu64 ",\"intact\":%" PRIu64 ",\"corrupt\":%" PRIu64
+		       ",\"first_problem\":",
+		       bad ? "false" : "true", r.file_bytes, r.needed_bytes, r.page_size, r.txnid,
+		       r.pinned ? "true" : "false", r.pages_read, r.pages_missing, r.damaged,
+		       r.intact, r.corrupt);
+		put_json_bytes(stdout, r.first_problem, strlen(r.first_problem));
+		printf("}\n");
+	} else {
+		printf("directory        %s\n", o->dir);
+		printf("data.mdb         %" PRIu64 " bytes, %" PRIu64 " needed by its trees "
+		       "(page size %u)%s\n", r.file_bytes, r.needed_bytes, r.page_size,
+		       r.pages_missing ? ": TRUNCATED" : "");
+		printf("snapshot         transaction %" PRIu64 ", last page %" PRIu64 ", %s\n",
+		       r.txnid, r.last_page,
+		       r.pinned ? "held by a read transaction" : "read as it lies (no LMDB)");
+		printf("pages            %" PRIu64 " read, %" PRIu64 " missing past the end, %"
+		       PRIu64 " damaged pages or nodes\n", r.pages_read, r.pages_missing,
+		       r.damaged);
+		printf("records          %" PRIu64 " intact, %" PRIu64 " failed their checks\n",
+		       r.intact, r.corrupt);
+		if (r.first_problem[0])
+			printf("first problem    %s\n", r.first_problem);
+		if (bad)
+			printf("verdict          damaged: copy the intact entries out with "
+			       "'contacts-gateway cache recover --cache-dir %s --to NEWDIR'\n",
+			       o->dir);
+		else
+			printf("verdict          clean\n");
+	}
+	if (fflush(stdout) != 0 || ferror(stdout))
+		return 2;
+	return bad ? 1 : 0;
+}
+
+struct recover_ctx {
+	struct store *to;
+	uint64_t copied, full, failed;
+	char last_error[STORE_ERROR_MAX];
+};
+
+static int recover_scan(const uint8_t id[STORE_ID_LEN], enum store_status status,
+			const struct store_entry *e, void *arg)
+{
+	struct recover_ctx *c = arg;
+	struct store_entry copy;
+	enum store_status s;
+
+	if (status != STORE_OK)
+		return 0; /* counted by the salvage */
+	copy = *e;
+	s = store_put(c->to, id, &copy);
+	if (s == STORE_OK) {
+		c->copied++;
+		return 0;
+	}
+	if (s == STORE_FULL)
+		c->full++;
+	else
+		c->failed++;
+	snprintf(c->last_error, sizeof(c->last_error), "%s", store_last_error(c->to));
+	return 0;
+}
+
+static int run_recover(const struct opts *o)
+{
+	struct recover_ctx c;
+	struct store_salvage r;
+	struct stat a, b;
+	char path[PATH_MAX], err[512];
+	int rc = 0;
+
+	memset(&c, 0, sizeof(c));
+	if ((size_t)snprintf(path, sizeof(path), "%s/data.mdb", o->to) >= sizeof(path)) {
+		complain("%s: path too long", o->to);
+		return 2;
+	}
+	if (stat(o->to, &a) == 0 && stat(o->dir, &b) == 0 && a.st_dev == b.st_dev &&
+	    a.st_ino == b.st_ino) {
+		complain("--to %s is the damaged cache directory itself: name a new one", o->to);
+		return 2;
+	}
+	if (stat(path, &a) == 0) {
+		complain("--to %s already holds a cache: recover writes into a new directory",
+			 o->to);
+		return 2;
+	}
+	/* the source first: an unusable one creates nothing */
+	if (store_salvage(o->dir, NULL, NULL, &r, err, sizeof(err)) != STORE_OK) {
+		complain("%s", err);
+		return 2;
+	}
+	if ((c.to = store_open(o->to, o->cache_size, TOOL_READERS, 0, err, sizeof(err))) ==
+	    NULL) {
+		complain("%s", err);
+		return 2;
+	}
+	if (store_salvage(o->dir, recover_scan, &c, &r, err, sizeof(err)) != STORE_OK) {
+		complain("%s", err);
+		store_close(c.to);
+		return 2;
+	}
+	store_close(c.to);
+	if (r.pages_missing)
+		complain("data.mdb is truncated (%" PRIu64 " bytes, %" PRIu64 " needed): the "
+			 "entries on the %" PRIu64 " missing pages are lost", r.file_bytes,
+			 r.needed_bytes, r.pages_missing);
+	if (r.damaged)
+		complain("%" PRIu64 " damaged pages or nodes skipped (the first: %s): the "
+			 "entries there are lost", r.damaged, r.first_problem);
+	if (r.corrupt)
+		complain("%" PRIu64 " records failed their checksum: not copied", r.corrupt);
+	if (c.full)
+		complain("%" PRIu64 " entries did not fit in %s (%s): recover again into a new "
+			 "directory with a larger --cache-size", c.full, o->to, c.last_error);
+	if (c.failed)
+		complain("%" PRIu64 " entries could not be written to %s: %s", c.failed, o->to,
+			 c.last_error);
+	if (damaged(&r) || c.full || c.failed)
+		rc = 1;
+	printf("recovered %" PRIu64 " entr%s into %s", c.copied, c.copied == 1 ? "y" : "ies",
+	       o->to);
+	if (rc)
+		printf(" (some were lost: see above)");
+	putchar('\n');
+	if (fflush(stdout) != 0 || ferror(stdout))
+		rc = 1;
+	return rc;
+}
+
 /* ---- the command line ---- */
 
 struct command {
@@ -1378,6 +1569,29 @@ static const struct command commands[] = {
 	 DEFAULT_CACHE_SIZE "]\n"
 	 "  --max-body-bytes BYTES largest body accepted (bounds a line) [default: "
 	 DEFAULT_MAX_BODY "]\n"},
+	{"check", run_check, O_DIR | O_JSON,
+	 "Usage: contacts-gateway cache check [--cache-dir DIR] [--json]\n"
+	 "Reads data.mdb without trusting it (no memory map; every page checked) and\n"
+	 "verifies that the file covers every page its trees use, that those pages are\n"
+	 "sound, and every record's checksum. Prints a summary. Safe on a truncated or\n"
+	 "damaged file and beside a running gateway.\n\n"
+	 "  --cache-dir DIR      the cache directory [default: " CACHE_TOOL_DEFAULT_DIR "]\n"
+	 "  --json               one JSON object instead of text\n\n"
+	 "Exit status: 0 clean, 1 damaged (run 'contacts-gateway cache recover'), 2 bad\n"
+	 "usage or unusable (no cache, not an LMDB file, no sound meta page).\n"},
+	{"recover", run_recover, O_DIR | O_TO | O_CACHESIZE,
+	 "Usage: contacts-gateway cache recover --to NEWDIR [--cache-dir DIR]\n"
+	 "                                      [--cache-size BYTES]\n"
+	 "Copies every intact entry (its checksum verified) of a damaged or truncated\n"
+	 "cache into a new cache in NEWDIR, reading the old one as check does. Start the\n"
+	 "gateway on NEWDIR afterwards (or move it into place). Prints what was copied\n"
+	 "and what was lost.\n\n"
+	 "  --to NEWDIR          the new cache directory (must hold no cache yet)\n"
+	 "  --cache-dir DIR      the damaged cache directory [default: "
+	 CACHE_TOOL_DEFAULT_DIR "]\n"
+	 "  --cache-size BYTES   map size of the new cache [default: " DEFAULT_CACHE_SIZE "]\n\n"
+	 "Exit status: 0 every entry copied, 1 some were lost or could not be written,\n"
+	 "2 bad usage or an unusable directory.\n"},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -1396,7 +1610,11 @@ static void usage(FILE *out)
 	      "  export FILE [--cache-dir DIR]\n"
 	      "         writes every entry to FILE as JSON lines ('-': stdout)\n"
 	      "  import FILE [--cache-dir DIR] [--cache-size BYTES] [--max-body-bytes BYTES]\n"
-	      "         writes an export's entries into the cache ('-': stdin)\n\n"
+	      "         writes an export's entries into the cache ('-': stdin)\n"
+	      "  check  [--cache-dir DIR] [--json]\n"
+	      "         verifies data.mdb's pages and every record; exit 1 if damaged\n"
+	      "  recover --to NEWDIR [--cache-dir DIR] [--cache-size BYTES]\n"
+	      "         copies every intact entry of a damaged cache into NEWDIR\n\n"
 	      "FILTERS: --key-hash HEX (64 hex digits or a prefix of 8+) or --key-stdin (an\n"
 	      "API key on stdin, hashed), and --query-prefix STR; they combine with AND.\n"
 	      "--cache-dir defaults to " CACHE_TOOL_DEFAULT_DIR ", as for the gateway.\n"
@@ -1537,6 +1755,13 @@ static int parse_args(const struct command *cmd, int argc, char **argv, struct o
 			}
 			o->dir = value;
 			break;
+		case O_TO:
+			if (*value == '\0') {
+				complain("--to: empty");
+				return -1;
+			}
+			o->to = value;
+			break;
 		case O_KEYHASH:
 			if (set_key_hash(o, value) != 0)
 				return -1;
@@ -1570,6 +1795,10 @@ static int parse_args(const struct command *cmd, int argc, char **argv, struct o
 	if ((cmd->allowed & O_FILE) && !(o->given & O_FILE)) {
 		complain("%s needs a FILE ('-': std%s)", cmd->name,
 			 strcmp(cmd->name, "export") == 0 ? "out" : "in");
+		return -1;
+	}
+	if (strcmp(cmd->name, "recover") == 0 && !(o->given & O_TO)) {
+		complain("recover needs --to NEWDIR (a new directory for the intact entries)");
 		return -1;
 	}
 	if ((o->given & O_KEYHASH) && (o->given & O_KEYSTDIN)) {
@@ -1627,8 +1856,9 @@ int cache_tool_main(int argc, char **argv)
 	rc = parse_args(cmd, argc - 1, argv + 1, &o);
 	if (rc == 1) {
 		fputs(cmd->help, stdout);
-		fputs("\nExit status: 0 success, 1 partial failure, 2 bad usage or unusable "
-		      "directory.\n", stdout);
+		if (strstr(cmd->help, "Exit status") == NULL)
+			fputs("\nExit status: 0 success, 1 partial failure, 2 bad usage or "
+			      "unusable directory.\n", stdout);
 		return 0;
 	}
 	if (rc != 0)

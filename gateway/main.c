@@ -394,7 +394,14 @@ static int start_fronts(struct app *app, char *err, size_t err_size)
 		app->n_fronts++;
 		port = front_port(app->fronts[i]);
 	}
+	/* every asynchronous signal goes to the main loop; the synchronous ones
+	 * must stay open (blocked, a fault kills the process at once instead
+	 * of reaching the store's SIGBUS guard) */
 	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
 	AZ(pthread_sigmask(SIG_SETMASK, &all, &old));
 	for (unsigned i = 0; i < app->n_fronts && rc == 0; i++)
 		if ((rc = front_start(app->fronts[i], err, err_size)) == 0)

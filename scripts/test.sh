@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The second command: installs what is missing, builds, and runs every test.
-#   scripts/test.sh              Release build in build/, whole suite
+#   scripts/test.sh              Release build in build/, whole suite, then each
+#                                fuzz target for CG_FUZZ_SECONDS (10) s (fuzz.sh)
 #   scripts/test.sh --sanitize   ASan+UBSan build in build-asan/, whole suite
 #   scripts/test.sh --tsan       ThreadSanitizer build in build-tsan/, whole suite
 #   scripts/test.sh --valgrind   build/, unit tests under valgrind memcheck,
@@ -12,7 +13,8 @@ case "$mode" in
   plain)
     scripts/setup.sh
     scripts/build.sh build
-    cd build && ctest --output-on-failure -j 2 --timeout 300 ;;
+    (cd build && ctest --output-on-failure -j 2 --timeout 300)
+    scripts/fuzz.sh "${CG_FUZZ_SECONDS:-10}" ;;
   --sanitize)
     scripts/setup.sh
     scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCG_SANITIZE=ON

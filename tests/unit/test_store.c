@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -411,6 +413,250 @@ static void test_foreign_lmdb_refused(void **state)
 	assert_non_null(strstr(err, "not a contacts-gateway cache"));
 }
 
+/* ---- damage: truncation, damaged pages, words for failures ---- */
+
+/* Stores n entries, every third with a body of several pages (LMDB overflow
+ * pages), and closes the store. Returns data.mdb's size. */
+static off_t fill(int n)
+{
+	struct store *st = open_store(MAP);
+	static char body[3 * 4096 + 123];
+	struct stat sb;
+	char path[128];
+
+	for (int i = 0; i < n; i++) {
+		struct store_entry e;
+		uint8_t id[STORE_ID_LEN];
+		char query[32];
+
+		snprintf(query, sizeof(query), "days=%d", i);
+		memset(body, 'a' + i % 26, sizeof(body) - 1);
+		make_entry(&e, "key-a", query, body, id);
+		e.body_len = i % 3 == 0 ? sizeof(body) - 1 : (size_t)(10 + i);
+		assert_int_equal(store_put(st, id, &e), STORE_OK);
+	}
+	store_close(st);
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	assert_int_equal(stat(path, &sb), 0);
+	return sb.st_size;
+}
+
+static void truncate_to(off_t len)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	assert_int_equal(truncate(path, len), 0);
+}
+
+static int count_scan(const uint8_t id[STORE_ID_LEN], enum store_status status,
+		      const struct store_entry *e, void *arg)
+{
+	(void)id;
+	(void)e;
+	if (status == STORE_OK)
+		(*(int *)arg)++;
+	return 0;
+}
+
+static void test_truncated_file_refused_at_open(void **state)
+{
+	off_t size = fill(60);
+	off_t lengths[] = {0, 100, 4096, 8192, size / 2, size - 4096, size - 1};
+	char err[512], copy[160];
+
+	(void)state;
+	snprintf(copy, sizeof(copy), "cp %s/data.mdb %s/whole", dir, dir);
+	assert_int_equal(system(copy), 0);
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		struct store_salvage r;
+		int intact = 0;
+		enum store_status s;
+
+		snprintf(copy, sizeof(copy), "cp %s/whole %s/data.mdb", dir, dir);
+		assert_int_equal(system(copy), 0);
+		truncate_to(lengths[i]);
+		/* the gateway's open and the tools' open alike */
+		assert_null(store_open(dir, MAP, 64, STORE_EXCLUSIVE, err, sizeof(err)));
+		assert_non_null(strstr(err, "data.mdb is truncated ("));
+		assert_non_null(strstr(err, "run 'contacts-gateway cache recover'"));
+		assert_null(store_open(dir, 0, 64, STORE_EXISTING, err, sizeof(err)));
+		assert_non_null(strstr(err, "truncated"));
+		/* the salvage reads what is left, never more than was stored */
+		s = store_salvage(dir, count_scan, &intact, &r, err, sizeof(err));
+		if (lengths[i] < 4096) {
+			assert_int_equal(s, STORE_ERROR);
+			assert_non_null(strstr(err, "truncated"));
+			continue;
+		}
+		assert_int_equal(s, STORE_OK);
+		assert_true(r.pages_missing > 0 || r.damaged > 0);
+		assert_int_equal((uint64_t)intact, r.intact);
+		assert_true(intact < 60);
+		assert_int_equal(r.corrupt, 0);
+	}
+	/* whole again: clean, every entry intact */
+	snprintf(copy, sizeof(copy), "cp %s/whole %s/data.mdb", dir, dir);
+	assert_int_equal(system(copy), 0);
+	{
+		struct store_salvage r;
+		int intact = 0;
+
+		assert_int_equal(store_salvage(dir, count_scan, &intact, &r, err, sizeof(err)),
+				 STORE_OK);
+		assert_int_equal(intact, 60);
+		assert_int_equal(r.pages_missing + r.damaged + r.corrupt, 0);
+		assert_true(r.pinned);
+		store_close(open_store(MAP));
+	}
+}
+
+static void test_damaged_page_refused(void **state)
+{
+	char path[128], err[512];
+	struct store_salvage r;
+	struct store *st;
+	int fd, intact = 0;
+	uint8_t head[16];
+	uint16_t lower = 3; /* odd, below the header: a broken node table */
+	long pg;
+
+	(void)state;
+	fill(200);
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	assert_true((fd = open(path, O_RDWR)) >= 0);
+	/* damage leaf pages one by one until one in use is hit (a free one
+	 * is no damage: nothing reads it) */
+	for (pg = 2; pread(fd, head, sizeof(head), pg * 4096) == sizeof(head); pg++) {
+		uint16_t flags, saved;
+
+		memcpy(&flags, head + 10, 2);
+		if (flags != 0x02)
+			continue;
+		memcpy(&saved, head + 12, 2);
+		assert_int_equal(pwrite(fd, &lower, 2, pg * 4096 + 12), 2);
+		if ((st = store_open(dir, MAP, 64, STORE_EXCLUSIVE, err, sizeof(err))) == NULL)
+			break;
+		store_close(st);
+		assert_int_equal(pwrite(fd, &saved, 2, pg * 4096 + 12), 2);
+	}
+	close(fd);
+	assert_non_null(strstr(err, "data.mdb is damaged ("));
+	assert_int_equal(store_salvage(dir, count_scan, &intact, &r, err, sizeof(err)),
+			 STORE_OK);
+	assert_true(r.damaged > 0);
+	assert_true(intact <= 200); /* the page may be in the free list's tree */
+}
+
+static void test_truncated_while_open(void **state)
+{
+	struct store *st;
+	struct store_view *view;
+	struct store_entry e;
+	uint8_t id[STORE_ID_LEN];
+
+	(void)state;
+	fill(60);
+	st = open_store(MAP);
+	make_entry(&e, "key-a", "days=59", "x", id);
+	assert_int_equal(store_get(st, id, &view, &e), STORE_OK);
+	store_view_release(view);
+	/* another process cuts the file: the next read faults inside LMDB (a
+	 * SIGBUS the store catches), and the store is off from then on */
+	truncate_to(8192);
+	assert_int_equal(store_get(st, id, &view, &e), STORE_ERROR);
+	assert_null(view);
+	assert_non_null(strstr(store_last_error(st), "truncated"));
+	assert_int_equal(store_put(st, id, &e), STORE_ERROR);
+	assert_int_equal(store_sync(st), -1);
+	assert_int_equal(store_count(st), 0);
+	store_close(st);
+}
+
+static void test_shrink_seen_by_sync(void **state)
+{
+	struct store *st;
+	struct store_view *view;
+	struct store_entry e;
+	uint8_t id[STORE_ID_LEN];
+	char path[128];
+	struct stat sb;
+
+	(void)state;
+	fill(30);
+	st = open_store(MAP);
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	assert_int_equal(stat(path, &sb), 0);
+	truncate_to(sb.st_size - 1); /* a byte: no page read faults yet */
+	assert_int_equal(store_sync(st), -1);
+	assert_non_null(strstr(store_last_error(st), "shrank"));
+	make_entry(&e, "key-a", "days=1", "x", id);
+	assert_int_equal(store_get(st, id, &view, &e), STORE_ERROR);
+	store_close(st);
+}
+
+static void test_errors_in_words(void **state)
+{
+	struct store *st = open_store(1u << 20);
+	struct store_entry e;
+	uint8_t id[STORE_ID_LEN];
+	static char big[2u << 20];
+	enum store_status s;
+
+	(void)state;
+	assert_string_equal(store_last_error(st), "no error");
+	for (int i = STORE_OK; i <= STORE_NEWER; i++)
+		assert_true(strlen(store_strerror((enum store_status)i)) > 5);
+	make_entry(&e, "key-a", "days=1", "x", id);
+	e.body = big;
+	e.body_len = sizeof(big);
+	s = store_put(st, id, &e);
+	assert_int_equal(s, STORE_FULL);
+	assert_non_null(strstr(store_last_error(st), "full"));
+	e.query_len = STORE_QUERY_MAX + 1;
+	assert_int_equal(store_put(st, id, &e), STORE_INVALID);
+	assert_non_null(strstr(store_last_error(st), "bounds"));
+	store_close(st);
+}
+
+/* Many writers' worth of churn (puts, replacements, deletes, evictions on a
+ * full map) leaves a file the checks at open accept: they must never refuse
+ * what LMDB wrote. */
+static void test_churned_file_passes_the_checks(void **state)
+{
+	char err[512];
+	struct store_salvage r;
+	int intact = 0;
+
+	(void)state;
+	for (int round = 0; round < 3; round++) {
+		struct store *st = open_store(1u << 20);
+
+		for (int i = 0; i < 3000; i++) {
+			struct store_entry e;
+			uint8_t id[STORE_ID_LEN];
+			char query[32];
+			static char body[9000];
+
+			snprintf(query, sizeof(query), "days=%d", (i * 7 + round) % 500);
+			memset(body, 'k', sizeof(body) - 1);
+			make_entry(&e, "key-b", query, body, id);
+			e.body_len = (size_t)(i * 131) % (sizeof(body) - 1);
+			e.expires_ms = i % 5 ? 1 : INT64_C(1) << 50;
+			if (store_put(st, id, &e) == STORE_FULL)
+				store_evict(st, 2, 64, NULL, NULL);
+			if (i % 11 == 0)
+				store_delete(st, id);
+		}
+		store_close(st);
+	}
+	store_close(open_store(0));
+	assert_int_equal(store_salvage(dir, count_scan, &intact, &r, err, sizeof(err)),
+			 STORE_OK);
+	assert_int_equal(r.pages_missing + r.damaged + r.corrupt, 0);
+	assert_true(intact > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -426,6 +672,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_full_map_of_small_entries_evicts, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_foreign_lmdb_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncated_file_refused_at_open, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_page_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncated_while_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shrink_seen_by_sync, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_errors_in_words, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_churned_file_passes_the_checks, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
