@@ -77,6 +77,8 @@ struct fetcher {
 	LIST_HEAD(, fetch) fetches;
 	uint64_t rng;      /* retry jitter */
 	int aborting;      /* fetcher_abort is landing everything */
+	int64_t store_logged_ms; /* the last "could not store" line */
+	unsigned long store_unlogged;
 	atomic_int offline;
 	_Atomic int64_t breaker_until; /* admit_breaker_until, published */
 };
@@ -228,6 +230,25 @@ void fetcher_set_offline(struct fetcher *fx, int offline)
 
 /* ---- the fetch ---- */
 
+/* A failed store, in words, at most once a second (a full disk fails every
+ * answer): what failed, LMDB's or the system's cause, what was done. */
+static void log_store_failure(struct fetcher *fx, size_t len, enum store_status st,
+			      size_t evicted)
+{
+	int64_t now = mono_ms(fx);
+
+	if (now - fx->store_logged_ms < 1000 && fx->store_logged_ms != 0) {
+		fx->store_unlogged++;
+		return;
+	}
+	cglog(CGLOG_ERROR, "cache: could not store a %zu-byte answer: %s (%s); evicted %zu "
+	      "entries; answered without storing%s", len, store_strerror(st),
+	      store_last_error(fx->store), evicted,
+	      fx->store_unlogged ? "; more failures since the last line" : "");
+	fx->store_logged_ms = now;
+	fx->store_unlogged = 0;
+}
+
 /* Stores a complete 200 JSON-array answer, evicting to make room. */
 static int store_answer(struct fetch *fc, const struct upstream_response *resp,
 			const void *body, size_t len, uint64_t *etag)
@@ -257,8 +278,7 @@ static int store_answer(struct fetch *fc, const struct upstream_response *resp,
 	if (evicted)
 		cglog(CGLOG_INFO, "cache: full, evicted %zu entries", evicted);
 	if (st != STORE_OK) {
-		cglog(CGLOG_ERROR, "cache: could not store a %zu-byte answer (%d); "
-		      "evicted %zu entries; answering without storing", len, (int)st, evicted);
+		log_store_failure(fx, len, st, evicted);
 		return 0;
 	}
 	*etag = e.etag;

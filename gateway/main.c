@@ -82,6 +82,7 @@ struct app {
 	struct event *deadline;
 	struct event *signals[6];
 	int draining;
+	int sync_failed; /* said once */
 	int stopping; /* the fronts were told to stop */
 	int aborted;  /* the deadline passed: in-flight requests were answered 503 */
 };
@@ -167,9 +168,13 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (store_sync(app->store) != 0)
-		cglog(CGLOG_ERROR, "cache: sync to disk failed: answers stored since the "
-		      "last sync would not survive a power loss");
+	if (store_sync(app->store) == 0) {
+		app->sync_failed = 0;
+	} else if (!app->sync_failed) {
+		app->sync_failed = 1; /* said once per spell: each sync would fail */
+		cglog(CGLOG_ERROR, "cache: sync to disk failed: %s; answers stored since the "
+		      "last sync would not survive a power loss", store_last_error(app->store));
+	}
 }
 
 /* systemd's watchdog: alive only if every front loop ticked lately, so a
