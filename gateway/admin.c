@@ -174,7 +174,7 @@ static void handle_offline(struct admin *ad, struct evhttp_request *req,
 		reply_error(req, 400, "invalid_parameter", "on must be true or false");
 		return;
 	}
-	fetcher_set_offline(ad->fetcher, on);
+	fetcher_set_offline(ad->fetcher, on, "the admin endpoint");
 	obj = cJSON_CreateObject();
 	if (obj == NULL)
 		abort();

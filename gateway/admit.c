@@ -550,6 +550,11 @@ int admit_breaker_open(const struct admit *a, int64_t now_ms)
 	       limit_breaker_peek(&a->breaker, now_ms, NULL) == LIMIT_DENY;
 }
 
+size_t admit_keys_blocked(const struct admit *a, int64_t now_ms)
+{
+	return limit_table_blocked(a->keys, now_ms);
+}
+
 size_t admit_queued(const struct admit *a)
 {
 	return a->n_queued;

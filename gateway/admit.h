@@ -192,6 +192,7 @@ int64_t admit_breaker_until(const struct admit *a);
 int admit_breaker_open(const struct admit *a, int64_t now_ms);
 
 /* For logs and metrics. */
+size_t admit_keys_blocked(const struct admit *a, int64_t now_ms);
 size_t admit_queued(const struct admit *a);
 size_t admit_running(const struct admit *a);
 const char *admit_breaker_state(const struct admit *a);

@@ -71,6 +71,8 @@ struct answerer {
 	uint64_t pins_ended;   /* pins released so far (see answer_stored) */
 	size_t copies;         /* copies alive, and their bytes */
 	size_t copy_bytes;
+	struct answer_note *note; /* what the answers fill, or NULL */
+	struct metrics_front *metrics; /* NULL: not counted */
 };
 
 /* ---- writing ---- */
@@ -93,7 +95,20 @@ struct answerer {
  * bufferevents: with TLS (an openssl bufferevent) writing the output to the
  * fd would send plaintext, so answer_send must go before such a change.
  */
-void answer_send(struct evhttp_request *req, int code, struct evbuffer *body)
+void answerer_set_metrics(struct answerer *as, struct metrics_front *m)
+{
+	CHECK_OBJ_NOTNULL(as, ANSWERER_MAGIC);
+	as->metrics = m;
+}
+
+void answerer_note(struct answerer *as, struct answer_note *note)
+{
+	CHECK_OBJ_NOTNULL(as, ANSWERER_MAGIC);
+	as->note = note;
+}
+
+void answer_send(struct answerer *as, struct evhttp_request *req, int code,
+		 struct evbuffer *body)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
@@ -102,6 +117,10 @@ void answer_send(struct evhttp_request *req, int code, struct evbuffer *body)
 	struct evbuffer *out;
 	void *cb_arg = NULL;
 
+	if (as->note) {
+		as->note->status = code;
+		as->note->bytes = body ? evbuffer_get_length(body) : 0;
+	}
 	evhttp_send_reply(req, code, NULL, body);
 	if (fd < 0)
 		return; /* the client left: evhttp freed the request unsent */
@@ -130,8 +149,9 @@ void answer_head_length(struct evhttp_request *req, size_t len)
 		set_content_length(evhttp_request_get_output_headers(req), len);
 }
 
-void answer_error(struct evhttp_request *req, int code, const char *error,
-		  const char *field_name, const char *field_value, const char *message)
+void answer_error(struct answerer *as, struct evhttp_request *req, int code,
+		  const char *error, const char *field_name, const char *field_value,
+		  const char *message)
 {
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	struct evbuffer *body = evbuffer_new();
@@ -150,7 +170,7 @@ void answer_error(struct evhttp_request *req, int code, const char *error,
 	evhttp_remove_header(out, "Content-Type");
 	evhttp_add_header(out, "Content-Type", ANSWER_JSON_TYPE);
 	answer_head_length(req, evbuffer_get_length(body));
-	answer_send(req, code, body);
+	answer_send(as, req, code, body);
 	cJSON_free(text);
 	cJSON_Delete(obj);
 	evbuffer_free(body);
@@ -358,7 +378,7 @@ static void send_pinned(struct answerer *as, struct evhttp_request *req, const v
 	p->body = body;
 	p->len = len;
 	CHECK(evbuffer_add_reference(buf, body, len, pin_done, p) == 0);
-	answer_send(req, 200, buf);
+	answer_send(as, req, 200, buf);
 	evbuffer_free(buf); /* the reference moved into the connection's output */
 	/* pin_done ran already (written whole, or the client left) unless the
 	 * count did not move: then the rest is still to write from the map */
@@ -391,6 +411,8 @@ enum served answer_stored(struct answerer *as, struct evhttp_request *req,
 	store_reader_done(as->reader);
 	if (st == STORE_CORRUPT) {
 		/* the refetched answer replaces it when it is stored */
+		if (as->metrics)
+			metrics_add(&as->metrics->corrupt, 1);
 		cglog(CGLOG_ERROR, "cache: a stored record failed its checksum "
 		      "(damaged on disk); not served, fetching it again");
 		return NOT_STORED;
@@ -417,6 +439,8 @@ static enum served serve_entry(struct answerer *as, struct evhttp_request *req,
 		return TOO_STALE;
 	lru_touch(as->lru, id, now);
 	how->served_stale = stale;
+	if (as->note)
+		as->note->cache = stale ? MC_STALE : MC_HIT;
 	format_etag(etag, e.etag);
 	memcpy(ctype, e.content_type, e.content_type_len);
 	ctype[e.content_type_len] = '\0';
@@ -440,14 +464,14 @@ static enum served serve_entry(struct answerer *as, struct evhttp_request *req,
 	evhttp_add_header(out, "Age", age);
 	evhttp_add_header(out, "ETag", etag);
 	if (etag_matches(req, etag)) {
-		answer_send(req, 304, NULL);
+		answer_send(as, req, 304, NULL);
 		return SERVED;
 	}
 	if (ctype[0])
 		evhttp_add_header(out, "Content-Type", ctype);
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD || e.body_len == 0) {
 		set_content_length(out, e.body_len);
-		answer_send(req, 200, NULL);
+		answer_send(as, req, 200, NULL);
 		return SERVED;
 	}
 	send_pinned(as, req, e.body, e.body_len);
@@ -603,6 +627,12 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 
 	CHECK_OBJ_NOTNULL(as, ANSWERER_MAGIC);
 	CHECK_OBJ_NOTNULL(f, FETCHED_MAGIC);
+	if (as->note && f->asked) { /* a stored answer standing in says hit/stale */
+		as->note->cache = w->refresh ? MC_BYPASS : w->collapsed ? MC_COLLAPSED : MC_MISS;
+		as->note->upstream_ms = f->total_ms;
+		if (f->result == UPSTREAM_OK)
+			as->note->upstream_status = (int)f->status;
+	}
 	/* a failure or a refusal: a stored answer stands in, if allowed */
 	if ((f->failed || !f->asked) && !w->refresh && f->refusal != ADMIT_ABANDONED &&
 	    f->refusal != REFUSED_UNAUTHORIZED) {
@@ -629,11 +659,11 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 		if (why->limited) {
 			add_limit_headers(as->cfg, req, (enum admit_refusal)f->refusal,
 					  f->retry_after_ms);
-			answer_error(req, why->status, why->error, "limit",
+			answer_error(as, req, why->status, why->error, "limit",
 				     admit_limit_name((enum admit_refusal)f->refusal),
 				     why->message);
 		} else {
-			answer_error(req, why->status, why->error, NULL, NULL, why->message);
+			answer_error(as, req, why->status, why->error, NULL, NULL, why->message);
 		}
 	} else if (f->result != UPSTREAM_OK) {
 		int code = upstream_result_status(f->result);
@@ -641,7 +671,7 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 		snprintf(status, sizeof(status), ANSWER_STATUS_NAME "; fwd=%s%s", fwd,
 			 collapsed);
 		evhttp_add_header(out, "Cache-Status", status);
-		answer_error(req, code,
+		answer_error(as, req, code,
 			     code == 504 ? "gateway_timeout"
 			     : code == 503 ? "shutting_down" : "bad_gateway",
 			     NULL, NULL, f->error);
@@ -649,7 +679,7 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 		snprintf(status, sizeof(status), ANSWER_STATUS_NAME "; fwd=%s; fwd-status=%ld%s",
 			 fwd, f->status, collapsed);
 		evhttp_add_header(out, "Cache-Status", status);
-		answer_error(req, 502, "bad_gateway", NULL, NULL,
+		answer_error(as, req, 502, "bad_gateway", NULL, NULL,
 			     "the upstream answered 200 with a body that is not a JSON array");
 	} else {
 		struct evbuffer *body = NULL;
@@ -674,7 +704,7 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 			CHECK(evbuffer_add_reference(body, f->body, f->body_len,
 						     release_fetched, (void *)f) == 0);
 		}
-		answer_send(req, (int)f->status, body);
+		answer_send(as, req, (int)f->status, body);
 		if (body)
 			evbuffer_free(body);
 	}

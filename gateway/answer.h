@@ -27,6 +27,7 @@
 
 #include "cache/store.h"
 #include "gateway/config.h"
+#include "gateway/metrics.h"
 
 #define ANSWER_JSON_TYPE "application/json; charset=utf-8"
 #define ANSWER_STATUS_NAME "contacts-gateway" /* the Cache-Status cache name */
@@ -58,16 +59,39 @@ void answerer_tick(struct answerer *as);
 /* Answers being written from the map (pins), and copies held. */
 size_t answerer_pins(const struct answerer *as);
 
+/*
+ * What an answer was, for metrics and the access log: every answer_*
+ * function fills the note the front set with answerer_note before
+ * answering (status and body bytes by answer_send; cache outcome and the
+ * upstream's part by the functions that know them).
+ */
+struct answer_note {
+	int contacts;          /* a contacts request (the front sets it): counted */
+	int status;            /* the HTTP status sent; 0: not answered yet */
+	enum metrics_cache cache;
+	uint64_t bytes;        /* body bytes sent (0 for HEAD and 304) */
+	int upstream_status;   /* the vendor's status for this answer; 0: not asked */
+	double upstream_ms;    /* the exchange's time; < 0: not asked */
+};
+
+/* Counts corrupt records into `m` (borrowed; NULL: not counted). */
+void answerer_set_metrics(struct answerer *as, struct metrics_front *m);
+
+/* The note the next answers fill (NULL: none). Borrowed until cleared. */
+void answerer_note(struct answerer *as, struct answer_note *note);
+
 /* evhttp_send_reply, written at once. `body` (may be NULL) is drained. The
  * request may be freed when this returns, its connection too. */
-void answer_send(struct evhttp_request *req, int code, struct evbuffer *body);
+void answer_send(struct answerer *as, struct evhttp_request *req, int code,
+		 struct evbuffer *body);
 
 /* Content-Length on a HEAD answer (evhttp sends none for HEAD). */
 void answer_head_length(struct evhttp_request *req, size_t len);
 
 /* A JSON error {"error", [field_name: field_value,] "message"}. */
-void answer_error(struct evhttp_request *req, int code, const char *error,
-		  const char *field_name, const char *field_value, const char *message);
+void answer_error(struct answerer *as, struct evhttp_request *req, int code,
+		  const char *error, const char *field_name, const char *field_value,
+		  const char *message);
 
 /* How a stored answer is being served, for its Cache-Status. */
 struct serve_how {

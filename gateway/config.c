@@ -25,6 +25,7 @@ enum opt_type {
 	OPT_COUNT,    /* long */
 	OPT_BYTES,    /* uint64_t; accepts K, M, G suffixes (binary) */
 	OPT_LEVEL,
+	OPT_LOGFMT,   /* "text" or "json" (int 0/1) */
 	OPT_TTL,      /* uint32_t seconds, or "inherit" (TTL_INHERIT); a duration */
 	OPT_SECONDS,  /* uint32_t seconds; a duration (bare: s) */
 	OPT_FLAG,     /* int 0/1; a bare --flag means 1 */
@@ -128,6 +129,13 @@ static const struct opt opts[] = {
 	 "admin endpoint address, loopback only (off unless set; needs admin-token)"},
 	{"admin-token", OPT_SECRET, OFF(admin_token), 0, 0, "", "TOKEN",
 	 "bearer token the admin endpoint requires (better set in the config file)"},
+	{"log-format", OPT_LOGFMT, OFF(log_json), 0, 0, "text", "FORMAT",
+	 "the error log's lines: text, or json (one object per line)"},
+	{"access-log", OPT_PATH, OFF(access_log), 0, 0, "", "PATH",
+	 "one JSON line per answered request to PATH (- : stdout); reopened on SIGHUP "
+	 "and SIGUSR1 (off unless set)"},
+	{"max-callers", OPT_COUNT, OFF(max_callers), 0, 4096, "256", "N",
+	 "distinct callers counted in metrics (past it: \"other\")"},
 	{"threads", OPT_COUNT, OFF(threads), 0, 64, "0", "N",
 	 "front-end loops serving clients (0: one per core, at most 64)"},
 	{"client-header-timeout", OPT_MS, OFF(client_header_timeout_ms), 100, 3600000,
@@ -451,6 +459,13 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 			return -1;
 		}
 		memcpy(field, value, strlen(value) + 1);
+		return 0;
+	case OPT_LOGFMT:
+		if (strcmp(value, "text") != 0 && strcmp(value, "json") != 0) {
+			snprintf(err, err_size, "%s: '%s' is not text or json", name, value);
+			return -1;
+		}
+		*(int *)(void *)field = strcmp(value, "json") == 0;
 		return 0;
 	case OPT_LEVEL:
 		if (cglog_parse_level(value, (enum cglog_level *)(void *)field) != 0) {

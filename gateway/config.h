@@ -90,6 +90,10 @@ struct cg_config {
 	/* administration */
 	struct cg_addr admin_listen;   /* host "" : no admin listener */
 	char admin_token[CONFIG_SECRET_MAX];
+	/* observability */
+	int log_json;                  /* the error log as JSON lines */
+	char access_log[CONFIG_PATH_MAX]; /* "" off, "-" stdout */
+	long max_callers;              /* caller labels in metrics */
 	/* the front end */
 	long threads;                  /* front-end loops; 0: one per core */
 	long client_header_timeout_ms; /* a whole request head */

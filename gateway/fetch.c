@@ -23,7 +23,9 @@
 #include "cache/lru.h"
 #include "gateway/admit.h"
 #include "gateway/flight.h"
+#include "gateway/access.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "policy/check.h"
 #include "policy/json.h"
 #include "policy/keyset.h"
@@ -81,6 +83,9 @@ struct fetcher {
 	unsigned long store_unlogged;
 	atomic_int offline;
 	_Atomic int64_t breaker_until; /* admit_breaker_until, published */
+	struct metrics *metrics;       /* NULL: not counted */
+	struct event *stats_timer;     /* once a second: gauges that need a scan */
+	const char *breaker_state;     /* as last logged */
 };
 
 static void on_fetched(const struct upstream_response *resp, void *arg);
@@ -202,11 +207,93 @@ static int64_t mono_ms(struct fetcher *fx)
 	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
-/* Publishes the breaker's state to the fronts (after admission ran). */
+/* Publishes admission's state (after it ran): the breaker's for the
+ * fronts, the gauges for metrics, and a log line when the breaker moved. */
 static void publish_breaker(struct fetcher *fx)
 {
-	atomic_store_explicit(&fx->breaker_until, admit_breaker_until(fx->admit),
-			      memory_order_relaxed);
+	const char *state = admit_breaker_state(fx->admit);
+	int64_t until = admit_breaker_until(fx->admit);
+
+	atomic_store_explicit(&fx->breaker_until, until, memory_order_relaxed);
+	if (fx->metrics) {
+		struct metrics_fetch *m = &fx->metrics->fetch;
+
+		metrics_set(&m->queue_waiting, (int64_t)admit_queued(fx->admit));
+		metrics_set(&m->in_flight, (int64_t)upstream_in_flight(fx->up));
+		metrics_set(&m->breaker_open, until != 0);
+	}
+	if (fx->breaker_state == NULL)
+		fx->breaker_state = state;
+	if (state != fx->breaker_state) {
+		if (until != 0)
+			cglog(CGLOG_WARN, "breaker: open after %ld consecutive upstream failures; "
+			      "refusing upstream requests for %ld ms", fx->cfg->breaker_threshold,
+			      fx->cfg->breaker_cooldown_ms);
+		else if (strcmp(state, "half-open") == 0)
+			cglog(CGLOG_WARN, "breaker: half-open: one probe request goes upstream");
+		else
+			cglog(CGLOG_WARN, "breaker: %s: asking the upstream again", state);
+		fx->breaker_state = state;
+	}
+}
+
+/* The metrics' reason for a refusal (fetched.refusal). */
+static enum metrics_refusal refusal_reason(int refusal)
+{
+	switch (refusal) {
+	case ADMIT_KEY_RATE: return MR_RATE;
+	case ADMIT_CALLER_QUOTA: return MR_CALLER_QUOTA;
+	case ADMIT_QUEUE_FULL: return MR_QUEUE_FULL;
+	case ADMIT_QUEUE_TIMEOUT: return MR_QUEUE_TIMEOUT;
+	case ADMIT_BLOCKED: return MR_VENDOR_429;
+	case ADMIT_BREAKER: return MR_BREAKER;
+	case ADMIT_NEW_KEY: return MR_NEW_KEY_RATE;
+	case ADMIT_CLIENT_RATE: return MR_CLIENT_RATE;
+	case REFUSED_OFFLINE: return MR_OFFLINE;
+	case REFUSED_UNAUTHORIZED: return MR_UNAUTHORIZED;
+	default: return MR_N; /* not a limit: not counted */
+	}
+}
+
+static void count_refusal(struct fetcher *fx, int refusal)
+{
+	enum metrics_refusal r = refusal_reason(refusal);
+
+	if (fx->metrics && r != MR_N)
+		metrics_add(&fx->metrics->fetch.refusals[r], 1);
+}
+
+/* An upstream exchange ended: counted by the vendor's status or the cause. */
+static void count_upstream(struct fetcher *fx, const struct upstream_response *resp,
+			   int malformed)
+{
+	struct metrics_fetch *m;
+	enum metrics_upfail f = MU_FAILED;
+	static const char *const causes[MU_N] = {"timeout", "refused", "reset", "tls", "dns",
+						  "truncated", "too_big", "malformed",
+						  "invalid", "failed"};
+
+	if (fx->metrics == NULL || resp->result == UPSTREAM_SHUTDOWN)
+		return;
+	m = &fx->metrics->fetch;
+	metrics_observe(&m->upstream_duration,
+			resp->total_ms > 0 ? (uint64_t)(resp->total_ms * 1000) : 0);
+	if (resp->result == UPSTREAM_OK && !malformed) {
+		long st = resp->status;
+
+		if (st < METRICS_STATUS_MIN || st > METRICS_STATUS_MAX)
+			st = METRICS_STATUS_MAX;
+		metrics_add(&m->upstream[st - METRICS_STATUS_MIN], 1);
+		return;
+	}
+	if (malformed) {
+		f = MU_MALFORMED;
+	} else {
+		for (int i = 0; i < MU_N; i++)
+			if (resp->cause && strcmp(resp->cause, causes[i]) == 0)
+				f = (enum metrics_upfail)i;
+	}
+	metrics_add(&m->upstream_failed[f], 1);
 }
 
 int fetcher_breaker_open(const struct fetcher *fx, int64_t mono)
@@ -220,12 +307,50 @@ int fetcher_offline(const struct fetcher *fx, int64_t mono)
 	       (fx->cfg->offline_when_open && fetcher_breaker_open(fx, mono));
 }
 
-void fetcher_set_offline(struct fetcher *fx, int offline)
+void fetcher_set_offline(struct fetcher *fx, int offline, const char *by)
 {
 	CHECK_OBJ_NOTNULL(fx, FETCHER_MAGIC);
 	if (atomic_exchange(&fx->offline, !!offline) != !!offline)
-		cglog(CGLOG_WARN, "%s", offline ? "offline: answering from the cache only"
-						: "online: asking the upstream again");
+		cglog(CGLOG_WARN, "%s (by %s)", offline ? "offline: answering from the cache only"
+						      : "online: asking the upstream again", by);
+	if (fx->metrics)
+		metrics_set(&fx->metrics->fetch.offline, !!offline);
+}
+
+/* Once a second: the gauges that need a scan or the store. */
+static void on_stats(evutil_socket_t fd, short what, void *arg)
+{
+	struct fetcher *fx = arg;
+	struct metrics_fetch *m;
+	uint64_t map = 0, used = 0;
+
+	(void)fd;
+	(void)what;
+	CHECK_OBJ_NOTNULL(fx, FETCHER_MAGIC);
+	if (fx->metrics == NULL)
+		return;
+	m = &fx->metrics->fetch;
+	metrics_set(&m->keys_blocked, (int64_t)admit_keys_blocked(fx->admit, mono_ms(fx)));
+	metrics_set(&m->cache_entries, (int64_t)store_count(fx->store));
+	store_usage(fx->store, &map, &used);
+	metrics_set(&m->cache_bytes, (int64_t)used);
+	metrics_set(&m->cache_map_bytes, (int64_t)map);
+	metrics_set(&m->offline, fetcher_offline(fx, mono_ms(fx)));
+	publish_breaker(fx); /* a breaker's cool-down ends with no event */
+}
+
+void fetcher_set_metrics(struct fetcher *fx, struct metrics *m)
+{
+	struct timeval sec = {1, 0};
+
+	CHECK_OBJ_NOTNULL(fx, FETCHER_MAGIC);
+	fx->metrics = m;
+	if (fx->stats_timer == NULL) {
+		fx->stats_timer = event_new(fx->base, -1, EV_PERSIST, on_stats, fx);
+		AN(fx->stats_timer);
+		event_add(fx->stats_timer, &sec);
+	}
+	on_stats(-1, 0, fx);
 }
 
 /* ---- the fetch ---- */
@@ -275,6 +400,8 @@ static int store_answer(struct fetch *fc, const struct upstream_response *resp,
 	e.body = body;
 	e.body_len = len;
 	st = lru_put(fx->lru, fx->store, a->id, &e, now, &evicted);
+	if (evicted && fx->metrics)
+		metrics_add(&fx->metrics->fetch.evictions, evicted);
 	if (evicted)
 		cglog(CGLOG_INFO, "cache: full, evicted %zu entries", evicted);
 	if (st != STORE_OK) {
@@ -316,6 +443,7 @@ static void land_refused(struct fetch *fc, int refusal, int64_t retry_after_ms)
 {
 	struct fetched *f = fetched_new();
 
+	count_refusal(fc->fx, refusal);
 	f->refusal = refusal;
 	f->retry_after_ms = retry_after_ms;
 	land(fc, f);
@@ -342,7 +470,8 @@ static void start_fetch(void *arg)
 		return;
 	}
 	fc->attempts++;
-	fc->uf = upstream_fetch(fx->up, fc->ask->canonical, fc->ask->api_key, on_fetched, fc);
+	fc->uf = upstream_fetch(fx->up, fc->ask->canonical, fc->ask->api_key,
+				fc->ask->request_id, on_fetched, fc);
 	if (fc->uf == NULL) {
 		admit_done(&fc->ticket, ADMIT_NOTHING, 0, mono_ms(fx));
 		land_refused(fc, REFUSED_START, 0);
@@ -443,6 +572,7 @@ static struct fetched *fetched_from(const struct upstream_response *resp)
 	f->asked = 1;
 	f->result = resp->result;
 	f->status = resp->status;
+	f->total_ms = resp->total_ms;
 	memcpy(f->error, resp->error, sizeof(f->error));
 	f->n_headers = resp->n_headers;
 	memcpy(f->headers, resp->headers, resp->n_headers * sizeof(resp->headers[0]));
@@ -469,6 +599,7 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 	int64_t mono;
 	enum admit_outcome outcome = ADMIT_OK;
 	int64_t retry_after = 0;
+	int malformed;
 
 	CHECK_OBJ_NOTNULL(fc, FETCH_MAGIC);
 	fx = fc->fx;
@@ -479,12 +610,20 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 	} else if (resp->result != UPSTREAM_OK || resp->status >= 500) {
 		outcome = ADMIT_FAILED;
 	} else if (resp->status == 429) {
+		char key_id[13];
+
 		outcome = ADMIT_LIMITED;
 		retry_after = vendor_retry_after(resp, now_ms(fx)); /* a delay */
-		cglog(CGLOG_WARN, "upstream: 429 for a key; no requests for it for %" PRId64
-		      " ms", retry_after > 0 ? retry_after : (int64_t)ADMIT_DEFAULT_BLOCK_MS);
+		access_key_id(fc->ask->keyhash, key_id);
+		cglog(CGLOG_WARN, "upstream: 429 for key_id=%s (request_id=%s); no requests "
+		      "for it for %" PRId64 " ms (Retry-After)", key_id, fc->ask->request_id,
+		      retry_after > 0 ? retry_after : (int64_t)ADMIT_DEFAULT_BLOCK_MS);
 	}
 	admit_done(&fc->ticket, outcome, retry_after, mono);
+	malformed = resp->result == UPSTREAM_OK && resp->status == 200 &&
+		    !json_is_array((const char *)evbuffer_pullup(resp->body, -1),
+				   evbuffer_get_length(resp->body));
+	count_upstream(fx, resp, malformed);
 	publish_breaker(fx);
 	if (resp->result == UPSTREAM_OK && resp->status >= 200 && resp->status < 300)
 		admit_mark_known(fx->admit, fc->ask->keyhash);
@@ -499,7 +638,7 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 	f = fetched_from(resp);
 	f->failed = outcome != ADMIT_OK;
 	if (resp->result == UPSTREAM_OK && resp->status == 200) {
-		if (!json_is_array(f->body, f->body_len)) {
+		if (malformed) {
 			f->failed = f->malformed = 1; /* a stored answer stands in, or 502 */
 		} else if (fc->ask->ttl_s > 0 &&
 			   store_answer(fc, resp, f->body, f->body_len, &f->etag)) {
@@ -553,10 +692,12 @@ static void fetch_begin(struct fetcher *fx, struct fetch *fc, int may_queue)
 }
 
 /* A refusal for one waiter that never joined a flight. */
-static void refuse_one(struct fetch_ask *a, int refusal, int64_t retry_after_ms)
+static void refuse_one(struct fetcher *fx, struct fetch_ask *a, int refusal,
+		       int64_t retry_after_ms)
 {
 	struct fetched *f = fetched_new();
 
+	count_refusal(fx, refusal);
 	f->refusal = refusal;
 	f->retry_after_ms = retry_after_ms;
 	send_landing(a->reply, a->token, 0, f);
@@ -574,19 +715,19 @@ static void ask_miss(struct fetcher *fx, struct fetch_ask *a)
 	int64_t until;
 
 	if (fx->aborting) {
-		refuse_one(a, REFUSED_SHUTDOWN, 0);
+		refuse_one(fx, a, REFUSED_SHUTDOWN, 0);
 		fetch_ask_free(a);
 		return;
 	}
 	if ((until = keyset_get(fx->unauthorized, a->keyhash, mono_ms(fx))) > 0) {
 		/* answered locally: a mistyped key must not spend the vendor's
 		 * patience (the key itself is never stored, only its hash) */
-		refuse_one(a, REFUSED_UNAUTHORIZED, until - mono_ms(fx));
+		refuse_one(fx, a, REFUSED_UNAUTHORIZED, until - mono_ms(fx));
 		fetch_ask_free(a);
 		return;
 	}
 	if (flight && flight_waiters(flight) >= (size_t)fx->cfg->max_waiters) {
-		refuse_one(a, REFUSED_OVERLOADED, 1000);
+		refuse_one(fx, a, REFUSED_OVERLOADED, 1000);
 		fetch_ask_free(a);
 		return;
 	}
@@ -779,6 +920,8 @@ void fetcher_free(struct fetcher *fx)
 		chan_free(fx->inbox); /* asks still queued are refused */
 	}
 	fetcher_abort(fx);
+	if (fx->stats_timer)
+		event_free(fx->stats_timer);
 	flight_table_free(fx->flights);
 	admit_free(fx->admit);
 	keyset_free(fx->unauthorized);

@@ -42,10 +42,12 @@
 
 #define FETCH_API_KEY_MAX 512  /* longest x-api-key accepted */
 #define FETCH_INBOX_MAX 65536  /* asks queued for the fetcher */
+#define FETCH_REQUEST_ID_MAX 64 /* longest request id kept */
 
 struct event_base;
 struct admit;
 struct lru;
+struct metrics;
 struct fetcher;
 
 /* Message kinds in chans (chan_msg.kind). */
@@ -87,6 +89,7 @@ struct fetch_ask {
 	uint8_t client[STORE_KEYHASH_LEN]; /* with has_client: its address's hash */
 	int has_client;
 	uint32_t ttl_s;       /* freshness of the answer when stored (0: never) */
+	char request_id[FETCH_REQUEST_ID_MAX + 1]; /* the asking request's, sent upstream */
 	char api_key[FETCH_API_KEY_MAX + 1];
 	size_t canonical_len;
 	char canonical[];     /* NUL-terminated canonical query */
@@ -108,6 +111,7 @@ struct fetched {
 	size_t n_headers;
 	char *body;             /* owned */
 	size_t body_len;
+	double total_ms;        /* asked: the (last) exchange's time */
 	int failed;    /* the upstream failed (a stored answer may stand in) */
 	int malformed; /* a 200 whose body is not a JSON array */
 	int stored;    /* the answer was written to the cache */
@@ -163,7 +167,12 @@ struct chan *fetcher_inbox(struct fetcher *fx);
 
 /* Offline (--offline, the admin endpoint): answer from the cache only,
  * never contact the upstream. Set on the fetcher's thread, read anywhere. */
-void fetcher_set_offline(struct fetcher *fx, int offline);
+void fetcher_set_offline(struct fetcher *fx, int offline, const char *by);
+
+/* Counts into `m` (borrowed, for the fetcher's life) from now on, and
+ * keeps its gauges (queue, in flight, keys blocked, the cache's figures)
+ * current, those that need a scan once a second. */
+void fetcher_set_metrics(struct fetcher *fx, struct metrics *m);
 int fetcher_offline(const struct fetcher *fx, int64_t mono_ms);
 
 /* Is the breaker refusing requests (any thread; mono_ms: the caller's

@@ -24,16 +24,19 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cache/lru.h"
 #include "cache/store.h"
+#include "gateway/access.h"
 #include "gateway/answer.h"
 #include "gateway/conn.h"
 #include "gateway/fetch.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "policy/check.h"
 #include "policy/query.h"
 #include "policy/ttl.h"
@@ -42,6 +45,8 @@
 #define WAITER_MAGIC 0x57414954u
 #define CONTACTS_PATH "/api/public/contacts"
 #define HEALTH_PATH "/healthz"
+#define READY_PATH "/readyz"
+#define METRICS_PATH "/metrics"
 #define REQUEST_BODY_MAX 1024 /* GET carries no body; refuse big ones */
 #define TICK_MS 250           /* maintenance: pins, the idle reader */
 #define LISTEN_BACKLOG 4096
@@ -51,11 +56,29 @@ enum cache_control {
 	CC_ONLY_IF_CACHED = 2, /* answer from the cache or 504 */
 };
 
+/*
+ * One request, from its head to its answer: what metrics and the access log
+ * need once it is answered (the request itself may be freed by then, so
+ * the strings are copies, taken only when the access log is on).
+ */
+struct req_ctx {
+	int64_t start_ns;   /* CLOCK_MONOTONIC when the head was read */
+	char request_id[FETCH_REQUEST_ID_MAX + 1];
+	char key_id[13];    /* "" without a key */
+	char caller[METRICS_CALLER_LEN + 1]; /* sanitised; "" without one */
+	/* the access log's (empty while it is off) */
+	char method[8];
+	char path[256];
+	char query[1024];
+	char client[48];
+};
+
 /* A client request waiting for a landing. */
 struct waiter {
 	unsigned magic;
 	struct front *fr;
 	struct evhttp_request *req;
+	struct req_ctx ctx;
 	uint8_t id[STORE_ID_LEN];
 	int refresh;   /* asked with no-cache */
 	int had_stale; /* an expired answer is stored (fwd=stale, not miss) */
@@ -75,6 +98,10 @@ struct front {
 	struct answerer *as;
 	struct chan *inbox; /* landings and control messages */
 	struct event *tick;
+	struct metrics_front *mf;  /* this loop's counters */
+	struct access_log *alog;   /* NULL: no access log */
+	uint32_t rid_seed;         /* request ids: seed and counter */
+	uint32_t rid_count;
 	struct timespec started;
 	_Atomic int64_t heartbeat; /* CLOCK_MONOTONIC ms of the last tick */
 	pthread_t thread;
@@ -170,6 +197,114 @@ static void closing(struct front *fr, struct evhttp_request *req)
 		evhttp_add_header(out, "Connection", "close");
 }
 
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+	switch (m) {
+	case EVHTTP_REQ_GET: return "GET";
+	case EVHTTP_REQ_HEAD: return "HEAD";
+	case EVHTTP_REQ_POST: return "POST";
+	case EVHTTP_REQ_PUT: return "PUT";
+	case EVHTTP_REQ_DELETE: return "DELETE";
+	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	case EVHTTP_REQ_TRACE: return "TRACE";
+	case EVHTTP_REQ_CONNECT: return "CONNECT";
+	case EVHTTP_REQ_PATCH: return "PATCH";
+	}
+	return "OTHER";
+}
+
+/* The client's X-Request-Id when it is one we can pass on (1 to
+ * FETCH_REQUEST_ID_MAX of [A-Za-z0-9._:-]), else a new one: 16 hex digits,
+ * this loop's random seed and its count. */
+static void request_id_of(struct front *fr, struct evhttp_request *req,
+			  char out[FETCH_REQUEST_ID_MAX + 1])
+{
+	const char *given = evhttp_find_header(evhttp_request_get_input_headers(req),
+					       "X-Request-Id");
+	size_t n = 0;
+
+	for (; given && given[n] && n < FETCH_REQUEST_ID_MAX; n++) {
+		unsigned char c = (unsigned char)given[n];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' || c == '-'))
+			break;
+	}
+	if (given && n > 0 && given[n] == '\0') {
+		memcpy(out, given, n + 1);
+		return;
+	}
+	snprintf(out, FETCH_REQUEST_ID_MAX + 1, "%08x%08x", fr->rid_seed, ++fr->rid_count);
+}
+
+/* A request's head was read: its clock, its id (sent back on every answer),
+ * and with the access log what it will show. */
+static void begin_request(struct front *fr, struct evhttp_request *req, struct req_ctx *ctx)
+{
+	ctx->start_ns = mono_ns();
+	request_id_of(fr, req, ctx->request_id);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id",
+			  ctx->request_id);
+	ctx->key_id[0] = ctx->caller[0] = ctx->query[0] = '\0';
+	if (fr->alog) {
+		const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+		const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+		char *addr = NULL;
+		ev_uint16_t port = 0;
+
+		snprintf(ctx->method, sizeof(ctx->method), "%s",
+			 method_name(evhttp_request_get_command(req)));
+		snprintf(ctx->path, sizeof(ctx->path), "%s", path ? path : "");
+		if (evcon)
+			evhttp_connection_get_peer(evcon, &addr, &port);
+		snprintf(ctx->client, sizeof(ctx->client), "%s", addr ? addr : "");
+	} else {
+		ctx->method[0] = ctx->path[0] = ctx->client[0] = '\0';
+	}
+}
+
+/* A request was answered (note): counted, and logged. */
+static void finish_request(struct front *fr, const struct req_ctx *ctx,
+			   const struct answer_note *note)
+{
+	int64_t us = (mono_ns() - ctx->start_ns) / 1000;
+	struct access_rec r;
+	struct timespec now;
+
+	if (note->contacts) { /* the metrics count contacts requests only */
+		metrics_request(fr->mf, note->status, note->cache, us > 0 ? (uint64_t)us : 0);
+		if (ctx->caller[0])
+			metrics_caller(fr->sh.metrics, ctx->caller, note->cache);
+	}
+	if (fr->alog == NULL)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	r.time_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	r.request_id = ctx->request_id;
+	r.method = ctx->method;
+	r.path = ctx->path;
+	r.query = ctx->query[0] ? ctx->query : NULL;
+	r.code = note->status;
+	r.cache = metrics_cache_name(note->cache);
+	r.bytes = note->bytes;
+	r.duration_ms = (double)us / 1000.0;
+	r.upstream_ms = note->upstream_ms;
+	r.upstream_code = note->upstream_status;
+	r.key_id = ctx->key_id[0] ? ctx->key_id : NULL;
+	r.caller = ctx->caller[0] ? ctx->caller : NULL;
+	r.client = ctx->client[0] ? ctx->client : NULL;
+	access_log_add(fr->alog, &r);
+}
+
 /* A landing: answers its waiter. */
 static void on_landing(struct front *fr, struct fetch_landing *l)
 {
@@ -184,7 +319,14 @@ static void on_landing(struct front *fr, struct fetch_landing *l)
 	how.collapsed = l->collapsed;
 	conns_set_user(fr->conns, w->req, NULL);
 	closing(fr, w->req);
-	answer_landed(fr->as, w->req, &how, l->f);
+	{
+		struct answer_note note = {.contacts = 1, .cache = MC_NONE, .upstream_ms = -1};
+
+		answerer_note(fr->as, &note);
+		answer_landed(fr->as, w->req, &how, l->f);
+		answerer_note(fr->as, NULL);
+		finish_request(fr, &w->ctx, &note);
+	}
 	w->magic = 0;
 	free(w);
 	fetch_landing_free(l);
@@ -273,6 +415,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	answerer_tick(fr->as);
 	if (fr->n_waiting > 0)
 		conns_sweep(fr->conns);
+	if (fr->alog)
+		access_log_flush(fr->alog);
+	atomic_store_explicit(&fr->mf->connections, (int64_t)conns_count(fr->conns),
+			      memory_order_relaxed);
 	beat(fr);
 }
 
@@ -409,7 +555,7 @@ static struct fetch_ask *make_ask(struct front *fr, struct evhttp_request *req,
 
 /* The miss path: a waiter for `id`, and an ask for its landing. */
 static void wait_for_fetch(struct front *fr, struct evhttp_request *req,
-			   struct fetch_ask *a, int cc, int had_stale)
+			   const struct req_ctx *ctx, struct fetch_ask *a, int cc, int had_stale)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
 
@@ -417,6 +563,8 @@ static void wait_for_fetch(struct front *fr, struct evhttp_request *req,
 	w->magic = WAITER_MAGIC;
 	w->fr = fr;
 	w->req = req;
+	w->ctx = *ctx;
+	memcpy(a->request_id, ctx->request_id, sizeof(a->request_id));
 	memcpy(w->id, a->id, STORE_ID_LEN);
 	w->refresh = (cc & CC_NO_CACHE) != 0;
 	w->had_stale = had_stale;
@@ -426,7 +574,7 @@ static void wait_for_fetch(struct front *fr, struct evhttp_request *req,
 		w->magic = 0;
 		free(w);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-		answer_error(req, 503, "overloaded", NULL, NULL,
+		answer_error(fr->as, req, 503, "overloaded", NULL, NULL,
 			     "the gateway has too many upstream requests queued");
 		return;
 	}
@@ -434,7 +582,8 @@ static void wait_for_fetch(struct front *fr, struct evhttp_request *req,
 	fr->n_waiting++;
 }
 
-static void handle_contacts(struct front *fr, struct evhttp_request *req)
+static void handle_contacts(struct front *fr, struct evhttp_request *req,
+			    struct req_ctx *ctx)
 {
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
@@ -451,16 +600,25 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 	if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
 				  "GET, HEAD");
-		answer_error(req, 405, "method_not_allowed", NULL, NULL,
+		answer_error(fr->as, req, 405, "method_not_allowed", NULL, NULL,
 			     "only GET and HEAD are allowed on " CONTACTS_PATH);
 		return;
 	}
+	if (fr->cfg->caller_header[0]) {
+		const char *who = evhttp_find_header(evhttp_request_get_input_headers(req),
+						     fr->cfg->caller_header);
+
+		metrics_sanitise(ctx->caller, sizeof(ctx->caller), who);
+	}
+	if (fr->alog && raw) /* the raw query; the canonical one replaces it */
+		snprintf(ctx->query, sizeof(ctx->query), "%.*s", (int)sizeof(ctx->query) - 1,
+			 raw);
 	if (find_api_key(req, &key, &why) != 0) {
-		answer_error(req, 401, "unauthorized", NULL, NULL, why);
+		answer_error(fr->as, req, 401, "unauthorized", NULL, NULL, why);
 		return;
 	}
 	if (query_normalise(raw, raw ? strlen(raw) : 0, &q, &qerr) != QUERY_OK) {
-		answer_error(req, 400, "invalid_parameter", "parameter", qerr.parameter,
+		answer_error(fr->as, req, 400, "invalid_parameter", "parameter", qerr.parameter,
 			     qerr.message);
 		return;
 	}
@@ -469,6 +627,10 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 				  "X-Gateway-Ignored-Parameters", q.ignored);
 	store_hash_api_key(key, strlen(key), keyhash);
 	store_entry_id(keyhash, q.canonical, q.canonical_len, id);
+	access_key_id(keyhash, ctx->key_id);
+	if (fr->alog) /* cut short past the log's room for it */
+		snprintf(ctx->query, sizeof(ctx->query), "%.*s", (int)sizeof(ctx->query) - 1,
+			 q.canonical);
 	cc = request_cache_control(req);
 	offline = fetcher_offline(fr->sh.fetcher, mono_ms(fr));
 	if (offline) {
@@ -483,9 +645,11 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 
 		/* answering may free the request, its key and caller header with
 		 * it: a refresh behind (stale-while-revalidate) is made first */
-		if (how.detail != NULL && !offline)
+		if (how.detail != NULL && !offline) {
 			refresh = make_ask(fr, req, FETCH_REFRESH, &q, key, id, keyhash,
 					   caller_hash(fr, req, callerbuf));
+			memcpy(refresh->request_id, ctx->request_id, sizeof(refresh->request_id));
+		}
 		served = answer_stored(fr->as, req, id, &how);
 		if (served == SERVED && how.served_stale && refresh) {
 			if (chan_send(fetcher_inbox(fr->sh.fetcher), &refresh->link) != 0)
@@ -499,13 +663,13 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req)
 	if (cc & CC_ONLY_IF_CACHED) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Status",
 				  ANSWER_STATUS_NAME "; fwd=miss; detail=only-if-cached");
-		answer_error(req, 504, "not_cached", NULL, NULL,
+		answer_error(fr->as, req, 504, "not_cached", NULL, NULL,
 			     "only-if-cached was asked and no fresh answer is stored");
 		return;
 	}
 	caller = caller_hash(fr, req, callerbuf);
-	wait_for_fetch(fr, req, make_ask(fr, req, FETCH_MISS, &q, key, id, keyhash, caller), cc,
-		       served == TOO_STALE);
+	wait_for_fetch(fr, req, ctx, make_ask(fr, req, FETCH_MISS, &q, key, id, keyhash, caller),
+		       cc, served == TOO_STALE);
 }
 
 static void handle_health(struct front *fr, struct evhttp_request *req)
@@ -521,7 +685,47 @@ static void handle_health(struct front *fr, struct evhttp_request *req)
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 			  ANSWER_JSON_TYPE);
 	answer_head_length(req, evbuffer_get_length(body));
-	answer_send(req, 200, body);
+	answer_send(fr->as, req, 200, body);
+	evbuffer_free(body);
+}
+
+/* Readiness: 200 while serving, 503 while draining or stopping; the body
+ * says what a load balancer or an operator wants to know. */
+static void handle_ready(struct front *fr, struct evhttp_request *req)
+{
+	struct metrics_fetch *mx = &fr->sh.metrics->fetch;
+	struct evbuffer *body = evbuffer_new();
+	int64_t mono = mono_ms(fr);
+	int ready = !fr->draining && !fr->stopping;
+
+	AN(body);
+	evbuffer_add_printf(body,
+			    "{\"status\":\"%s\",\"offline\":%s,\"breaker\":\"%s\","
+			    "\"keys_blocked\":%lld,\"queue_waiting\":%lld}",
+			    ready ? "ready" : "draining",
+			    fetcher_offline(fr->sh.fetcher, mono) ? "true" : "false",
+			    fetcher_breaker_open(fr->sh.fetcher, mono) ? "open" : "closed",
+			    (long long)atomic_load_explicit(&mx->keys_blocked, memory_order_relaxed),
+			    (long long)atomic_load_explicit(&mx->queue_waiting,
+							    memory_order_relaxed));
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  ANSWER_JSON_TYPE);
+	answer_head_length(req, evbuffer_get_length(body));
+	answer_send(fr->as, req, ready ? 200 : 503, body);
+	evbuffer_free(body);
+}
+
+/* Prometheus' text exposition of every loop's and the fetch layer's counters. */
+static void handle_metrics(struct front *fr, struct evhttp_request *req)
+{
+	struct evbuffer *body = evbuffer_new();
+
+	AN(body);
+	metrics_write(fr->sh.metrics, body);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; version=0.0.4; charset=utf-8");
+	answer_head_length(req, evbuffer_get_length(body));
+	answer_send(fr->as, req, 200, body);
 	evbuffer_free(body);
 }
 
@@ -534,40 +738,60 @@ static int has_control_byte(const char *s)
 	return 0;
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+/* Routes a request to its handler (which answers it or makes a waiter). */
+static void route(struct front *fr, struct evhttp_request *req, enum conn_verdict v,
+		  struct req_ctx *ctx, struct answer_note *note)
 {
-	struct front *fr = arg;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
-	enum conn_verdict v;
+	int get = method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD;
 
-	CHECK_OBJ_NOTNULL(fr, FRONT_MAGIC);
-	v = conns_request(fr->conns, req);
-	closing(fr, req);
 	if (v == CONN_BAD_HEAD || has_control_byte(evhttp_request_get_uri(req))) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-		answer_error(req, 400, "bad_request", NULL, NULL,
+		answer_error(fr->as, req, 400, "bad_request", NULL, NULL,
 			     "the request line or a header holds a control byte");
 		return;
 	}
 	if (fr->stopping) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-		answer_error(req, 503, "shutting_down", NULL, NULL,
+		answer_error(fr->as, req, 503, "shutting_down", NULL, NULL,
 			     "the gateway is shutting down");
 		return;
 	}
 	if (path == NULL)
 		path = "";
 	if (strcmp(path, CONTACTS_PATH) == 0) {
-		handle_contacts(fr, req);
-	} else if (strcmp(path, HEALTH_PATH) == 0 &&
-		   (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD)) {
-		handle_health(fr, req);
-	} else {
-		answer_error(req, 404, "not_found", NULL, NULL,
-			     "no such resource; the gateway serves GET " CONTACTS_PATH);
+		note->contacts = 1;
+		handle_contacts(fr, req, ctx);
 	}
+	else if (strcmp(path, HEALTH_PATH) == 0 && get)
+		handle_health(fr, req);
+	else if (strcmp(path, READY_PATH) == 0 && get)
+		handle_ready(fr, req);
+	else if (strcmp(path, METRICS_PATH) == 0 && get)
+		handle_metrics(fr, req);
+	else
+		answer_error(fr->as, req, 404, "not_found", NULL, NULL,
+			     "no such resource; the gateway serves GET " CONTACTS_PATH);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	struct front *fr = arg;
+	struct answer_note note = {.cache = MC_NONE, .upstream_ms = -1};
+	struct req_ctx ctx;
+	enum conn_verdict v;
+
+	CHECK_OBJ_NOTNULL(fr, FRONT_MAGIC);
+	v = conns_request(fr->conns, req);
+	begin_request(fr, req, &ctx);
+	closing(fr, req);
+	answerer_note(fr->as, &note);
+	route(fr, req, v, &ctx, &note);
+	answerer_note(fr->as, NULL);
+	if (note.status != 0) /* answered now, not waiting for a landing */
+		finish_request(fr, &ctx, &note);
 }
 
 /* This front's share of --max-connections: an even split, the remainder
@@ -681,6 +905,12 @@ struct front *front_new(const struct front_shared *sh, unsigned index, unsigned 
 		return NULL;
 	}
 	fr->as = answerer_new(fr->base, cfg, reader, sh->lru);
+	fr->mf = sh->metrics->fronts[index];
+	answerer_set_metrics(fr->as, fr->mf);
+	if (sh->access_fd >= 0)
+		fr->alog = access_log_new(sh->access_fd);
+	if (getrandom(&fr->rid_seed, sizeof(fr->rid_seed), 0) != sizeof(fr->rid_seed))
+		fr->rid_seed = (uint32_t)time(NULL) ^ (index * 2654435761u);
 	fr->conns = conns_new(fr->base, fr->http, &lim, &ev);
 	event_add(fr->tick, &tv);
 	evhttp_set_gencb(fr->http, on_request, fr);
@@ -794,6 +1024,7 @@ void front_free(struct front *fr)
 		chan_free(fr->inbox);
 	conns_free(fr->conns);
 	answerer_free(fr->as);
+	access_log_free(fr->alog); /* flushes */
 	if (fr->base)
 		event_base_free(fr->base);
 	fr->magic = 0;

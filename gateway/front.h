@@ -37,6 +37,7 @@
 struct store;
 struct lru;
 struct fetcher;
+struct metrics;
 struct front;
 
 /* What every front borrows (all must outlive the fronts). */
@@ -47,6 +48,8 @@ struct front_shared {
 	struct fetcher *fetcher;
 	struct chan *events; /* the main loop's: FRONT_DRAINED, FRONT_STOPPED */
 	int listen_fd;       /* a listening socket to accept on (systemd's), or -1 */
+	struct metrics *metrics; /* every loop's counters (fronts[index] is this one's) */
+	int access_fd;       /* the access log's descriptor, or -1: none */
 };
 
 /* Messages, chan_msg.kind MSG_FRONT: to a front (DRAIN, STOP, CONFIG) and

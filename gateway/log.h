@@ -18,6 +18,12 @@ enum cglog_level {
 /* Sets the most verbose level written; lines above it are dropped. */
 void cglog_set_level(enum cglog_level level);
 
+/* Lines as JSON objects {"time","level","msg"} (1) or text (0). */
+void cglog_set_json(int json);
+
+/* Routes libevent's own warnings through cglog (once, at start). */
+void cglog_capture_libevent(void);
+
 /* Returns 1 if a line at `level` would be written (guards costly arguments). */
 int cglog_enabled(enum cglog_level level);
 

@@ -28,6 +28,8 @@
  * has moved past it.
  */
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <pthread.h>
 #include <signal.h>
@@ -47,6 +49,7 @@
 #include "gateway/fetch.h"
 #include "gateway/front.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/startup.h"
 #include "gateway/upstream.h"
 #include "policy/check.h"
@@ -70,6 +73,8 @@ struct app {
 	struct upstream *up;
 	struct fetcher *fetcher;
 	struct chan *events; /* from the fronts */
+	struct metrics *metrics;
+	int access_fd;       /* the access log (-1: none); reopened by dup2 */
 	struct front *fronts[FRONT_THREADS_MAX];
 	unsigned n_fronts;
 	unsigned n_started; /* their threads run */
@@ -231,10 +236,46 @@ static void keep_fixed(const struct cg_config *run, struct cg_config *next, char
 	KEEP(cache_dir, "cache-dir", strcmp(run->cache_dir, next->cache_dir) != 0);
 	KEEP(cache_size, "cache-size", run->cache_size != next->cache_size);
 	KEEP(threads, "threads", next->threads != 0 && run->threads != next->threads);
+	KEEP(access_log, "access-log", strcmp(run->access_log, next->access_log) != 0);
+	KEEP(max_callers, "max-callers", run->max_callers != next->max_callers);
 	KEEP(admin_listen, "admin-listen",
 	     strcmp(run->admin_listen.host, next->admin_listen.host) != 0 ||
 		     run->admin_listen.port != next->admin_listen.port);
 #undef KEEP
+	(void)0;
+}
+
+/* Opens the access log at `path` ("-": a copy of stdout). -1 with a
+ * message in err when it cannot. */
+static int open_access_log(const char *path, char *err, size_t err_size)
+{
+	int fd = strcmp(path, "-") == 0 ? fcntl(1, F_DUPFD_CLOEXEC, 3)
+					: open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+					       0640);
+
+	if (fd < 0)
+		snprintf(err, err_size, "access-log: %.400s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* Log rotation: the access log's path opened again, put in place of the
+ * old file under the same descriptor (dup2: the loops keep writing to it,
+ * each write going to the new file from then on). */
+static void reopen_logs(struct app *app)
+{
+	char err[CONFIG_ERR_MAX];
+	int fd;
+
+	if (app->access_fd < 0 || strcmp(app->cfg->access_log, "-") == 0)
+		return;
+	if ((fd = open_access_log(app->cfg->access_log, err, sizeof(err))) < 0) {
+		cglog(CGLOG_ERROR, "%s; still writing to the file open before", err);
+		return;
+	}
+	if (dup2(fd, app->access_fd) < 0)
+		cglog(CGLOG_ERROR, "access-log: cannot switch to the reopened file: %s",
+		      strerror(errno));
+	close(fd);
 }
 
 /* SIGHUP: see the file comment. */
@@ -259,6 +300,7 @@ static void reload(struct app *app)
 		/* admin_check after keep_fixed: the running admin endpoint's
 		 * address with the new token */
 		app->reload_failures++;
+		metrics_add(&app->metrics->fetch.reload_failures, 1);
 		cglog(CGLOG_ERROR, "reload: %s; keeping the running settings (%lu failed "
 		      "reload(s))", err, app->reload_failures);
 		free(next);
@@ -270,6 +312,7 @@ static void reload(struct app *app)
 		      "running value(s)", kept);
 	if (fetcher_set_config(app->fetcher, next, err, sizeof(err)) != 0) {
 		app->reload_failures++;
+		metrics_add(&app->metrics->fetch.reload_failures, 1);
 		cglog(CGLOG_ERROR, "reload: %s; keeping the running settings", err);
 		free(next);
 		notify("READY=1");
@@ -278,8 +321,9 @@ static void reload(struct app *app)
 	ucfg_of(next, &u);
 	upstream_set_config(app->up, &u);
 	cglog_set_level(next->log_level);
+	cglog_set_json(next->log_json);
 	if (next->offline != app->cfg->offline)
-		fetcher_set_offline(app->fetcher, next->offline);
+		fetcher_set_offline(app->fetcher, next->offline, "a reload of --offline");
 	if (app->admin)
 		admin_set_config(app->admin, next);
 	if (next->cache_sync_ms != app->cfg->cache_sync_ms)
@@ -311,10 +355,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		}
 		if (!app->draining)
 			reload(app);
+		reopen_logs(app);
 		return;
 	}
 	if (sig == SIGUSR1) {
 		/* the error log is stderr (journald, a pipe): nothing to reopen */
+		reopen_logs(app);
 		cglog(CGLOG_INFO, "SIGUSR1: logs reopened");
 		return;
 	}
@@ -324,7 +370,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	if (sig == SIGRTMIN + 1 || sig == SIGRTMIN + 2) {
-		fetcher_set_offline(app->fetcher, sig == SIGRTMIN + 1);
+		fetcher_set_offline(app->fetcher, sig == SIGRTMIN + 1,
+				    sig == SIGRTMIN + 1 ? "signal SIGRTMIN+1" : "signal SIGRTMIN+2");
 		return;
 	}
 	if (app->draining) {
@@ -387,7 +434,7 @@ static void log_fd_budget(const struct cg_config *cfg)
 static int start_fronts(struct app *app, char *err, size_t err_size)
 {
 	struct front_shared sh = {app->cfg, app->store, app->lru, app->fetcher, app->events,
-				  app->listen_fd};
+				  app->listen_fd, app->metrics, app->access_fd};
 	unsigned port = app->cfg->listen.port;
 	sigset_t all, old;
 	int rc = 0;
@@ -462,6 +509,7 @@ int main(int argc, char **argv)
 	app.argc = argc;
 	app.argv = argv;
 	app.listen_fd = -1;
+	app.access_fd = -1;
 	app.cfg = malloc(sizeof(*app.cfg));
 	AN(app.cfg);
 	config_defaults(app.cfg);
@@ -491,6 +539,8 @@ int main(int argc, char **argv)
 									    : cores;
 	}
 	cglog_set_level(app.cfg->log_level);
+	cglog_set_json(app.cfg->log_json);
+	cglog_capture_libevent();
 	if (admin_check(app.cfg, err, sizeof(err)) != 0 ||
 	    startup_check(app.cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
@@ -536,6 +586,14 @@ int main(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
+	if (app.cfg->access_log[0] &&
+	    (app.access_fd = open_access_log(app.cfg->access_log, err, sizeof(err))) < 0) {
+		fprintf(stderr, "contacts-gateway: %s\n", err);
+		rc = 2;
+		goto out;
+	}
+	app.metrics = metrics_new((unsigned)app.cfg->threads,
+				  app.cfg->caller_header[0] ? (size_t)app.cfg->max_callers : 0);
 	app.lru = lru_new();
 	app.fetcher = fetcher_new(app.base, app.cfg, app.up, app.store, app.lru, err,
 				  sizeof(err));
@@ -545,6 +603,7 @@ int main(int argc, char **argv)
 			app.fetcher ? "cannot make the front loops' queue" : err);
 		goto out;
 	}
+	fetcher_set_metrics(app.fetcher, app.metrics);
 	if (start_fronts(&app, err, sizeof(err)) != 0) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		rc = 2; /* the listen address is busy or not ours */
@@ -619,6 +678,9 @@ out:
 		event_base_free(app.base);
 	free_retired(&app);
 	free(app.cfg);
+	metrics_free(app.metrics);
+	if (app.access_fd >= 0)
+		close(app.access_fd);
 	curl_global_cleanup();
 	return rc;
 }

@@ -630,6 +630,31 @@ static void warn_refused(struct upstream *up, const char *why)
 	up->unwarned = 0;
 }
 
+/* One word for a failure's cause (the metrics' label). */
+static const char *cause_of(CURLcode rc, enum upstream_result result)
+{
+	switch (result) {
+	case UPSTREAM_OK: return NULL;
+	case UPSTREAM_TIMEOUT: return "timeout";
+	case UPSTREAM_TRUNCATED: return "truncated";
+	case UPSTREAM_TOO_BIG: return "too_big";
+	case UPSTREAM_INVALID: return "invalid";
+	case UPSTREAM_SHUTDOWN: return "shutdown";
+	default: break;
+	}
+	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY: return "dns";
+	case CURLE_COULDNT_CONNECT: return "refused";
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION: return "tls";
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING: return "reset";
+	default: return "failed";
+	}
+}
+
 static void finish(struct upstream_fetch *f, CURLcode rc)
 {
 	struct upstream *up = f->up;
@@ -663,6 +688,7 @@ static void finish(struct upstream_fetch *f, CURLcode rc)
 	}
 	if (r->result != UPSTREAM_OK)
 		r->n_headers = 0;
+	r->cause = cause_of(rc, r->result);
 	if (r->result == UPSTREAM_INVALID)
 		warn_refused(up, r->error);
 	cglog(CGLOG_DEBUG, "upstream done: result=%d status=%ld bytes=%zu ms=%.1f%s%s",
@@ -847,8 +873,8 @@ void upstream_free(struct upstream *up)
 
 struct upstream_fetch *upstream_fetch(struct upstream *up,
 				      const char *canonical_query,
-				      const char *api_key, upstream_done_fn done,
-				      void *arg)
+				      const char *api_key, const char *request_id,
+				      upstream_done_fn done, void *arg)
 {
 	struct upstream_fetch *f;
 	struct curl_slist *h;
@@ -880,6 +906,14 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 	h = curl_slist_append(f->headers, "Accept: application/json");
 	if (h == NULL)
 		goto fail;
+	if (request_id && request_id[0]) {
+		char rid[96];
+
+		/* the caller sanitised it: [A-Za-z0-9._:-], at most 64 */
+		snprintf(rid, sizeof(rid), "X-Request-Id: %s", request_id);
+		if (curl_slist_append(f->headers, rid) == NULL)
+			goto fail;
+	}
 
 	curl_easy_setopt(f->easy, CURLOPT_URL, url);
 	curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER, f->headers);

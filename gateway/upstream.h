@@ -85,6 +85,9 @@ struct upstream_response {
 				     * 0 unless result is UPSTREAM_OK */
 	char error[256];            /* for UPSTREAM_* failures: what happened,
 				     * in words */
+	const char *cause;          /* failures: one word for metrics (static):
+				     * refused, reset, dns, tls, timeout, truncated,
+				     * too_big, invalid, failed, shutdown */
 	double total_ms;            /* time the exchange took */
 };
 
@@ -106,14 +109,15 @@ void upstream_free(struct upstream *up);
 
 /*
  * Starts GET <base_url>/api/public/contacts?<canonical_query> with header
- * x-api-key: <api_key>. Both strings are copied. Returns the fetch, owned by
+ * x-api-key: <api_key> and, when request_id is not NULL or "", X-Request-Id
+ * (already sanitised by the caller). The strings are copied. Returns the fetch, owned by
  * the upstream until `done` runs or upstream_cancel is called; NULL if curl
  * refused to start it (no callback then).
  */
 struct upstream_fetch *upstream_fetch(struct upstream *up,
 				      const char *canonical_query,
-				      const char *api_key, upstream_done_fn done,
-				      void *arg);
+				      const char *api_key, const char *request_id,
+				      upstream_done_fn done, void *arg);
 
 /* Stops a fetch whose callback has not run yet; its callback never runs. */
 void upstream_cancel(struct upstream_fetch *f);

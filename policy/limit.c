@@ -384,6 +384,16 @@ int limit_table_set_rate(struct limit_table *t, double rate_per_s, double burst)
 	return 0;
 }
 
+size_t limit_table_blocked(const struct limit_table *t, int64_t now_ms)
+{
+	size_t n = 0;
+
+	check_table(t);
+	for (size_t i = 0; i < t->count; i++)
+		n += t->nodes[i].blocked_until_ms > now_ms;
+	return n;
+}
+
 size_t limit_table_size(const struct limit_table *t)
 {
 	check_table(t);

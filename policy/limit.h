@@ -160,6 +160,9 @@ int limit_table_set_rate(struct limit_table *t, double rate_per_s, double burst)
 /* The number of buckets in the table (<= max_keys). */
 size_t limit_table_size(const struct limit_table *t);
 
+/* The number of keys blocked at now_ms (a scan of every bucket). */
+size_t limit_table_blocked(const struct limit_table *t, int64_t now_ms);
+
 /* ------------------------------------------------------------------------ */
 /* Circuit breaker                                                          */
 

@@ -96,6 +96,7 @@ struct recent {
 	int64_t t_ms;          /* wall clock */
 	char key[SIM_KEY_MAX];
 	char query[RECENT_QUERY_MAX];
+	char request_id[72];   /* its X-Request-Id header, or "" */
 };
 
 enum pending_action { P_ANSWER, P_CLOSE, P_RESET, P_TRUNCATE };
@@ -478,7 +479,7 @@ static int fault_take(const char *key, struct fault *out)
 	return 0;
 }
 
-static void count_request(const char *key, const char *raw)
+static void count_request(const char *key, const char *raw, const char *request_id)
 {
 	struct recent *r = &sim.recent[sim.recent_next];
 	size_t index;
@@ -489,6 +490,7 @@ static void count_request(const char *key, const char *raw)
 	r->t_ms = wall_ms();
 	snprintf(r->key, sizeof(r->key), "%s", key);
 	snprintf(r->query, sizeof(r->query), "%s", raw);
+	snprintf(r->request_id, sizeof(r->request_id), "%s", request_id ? request_id : "");
 	sim.recent_next = (sim.recent_next + 1) % STATS_RECENT;
 	if (sim.recent_n < STATS_RECENT)
 		sim.recent_n++;
@@ -567,7 +569,8 @@ static void handle_contacts(struct evhttp_request *req)
 		key = "";
 	if (raw == NULL)
 		raw = "";
-	count_request(key, raw);
+	count_request(key, raw,
+		      evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id"));
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
 		send_json(req, 405, "{\"statusCode\":405,\"message\":\"Method Not Allowed\"}");
@@ -704,6 +707,8 @@ static void handle_stats(struct evhttp_request *req)
 		sim_json_string(b, r->key, strlen(r->key));
 		evbuffer_add(b, "\",\"query\":\"", 11);
 		sim_json_string(b, r->query, strlen(r->query));
+		evbuffer_add(b, "\",\"request_id\":\"", 16);
+		sim_json_string(b, r->request_id, strlen(r->request_id));
 		evbuffer_add(b, "\"}", 2);
 	}
 	evbuffer_add(b, "]}", 2);
