@@ -260,6 +260,14 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 	CHECK_OBJ_NOTNULL(ad, ADMIN_MAGIC);
 	if (!authorised(ad, req)) {
+		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+		char *addr = NULL;
+		ev_uint16_t port = 0;
+
+		if (evcon)
+			evhttp_connection_get_peer(evcon, &addr, &port);
+		cglog(CGLOG_WARN, "admin: refused a request without the right bearer token "
+		      "(from %s, %s)", addr ? addr : "?", path ? path : "?");
 		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
 				  "Bearer");
 		reply_error(req, 401, "unauthorized", "a valid bearer token is required");

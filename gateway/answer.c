@@ -38,6 +38,8 @@
 #define PIN_MAGIC 0x50494e21u
 #define COPY_MAGIC 0x434f5059u
 #define PASS_COPIES_MAX 64 /* distinct bodies shared within one tick's pass */
+#define STALE_LOG_SLOTS 1024 /* entries remembered for "stale served" lines */
+#define STALE_LOG_EVERY_MS 60000
 
 struct pin {
 	unsigned magic;
@@ -72,6 +74,10 @@ struct answerer {
 	size_t copies;         /* copies alive, and their bytes */
 	size_t copy_bytes;
 	struct answer_note *note; /* what the answers fill, or NULL */
+	struct {
+		uint64_t tag;
+		int64_t at_ms;
+	} stale_logged[STALE_LOG_SLOTS]; /* when each entry's line was last written */
 	struct metrics_front *metrics; /* NULL: not counted */
 };
 
@@ -617,6 +623,25 @@ static void release_fetched(const void *data, size_t len, void *arg)
 	fetched_release(arg);
 }
 
+/* A stored answer stood in for the vendor's: one line per entry a minute
+ * at most (every such answer is counted in the metrics: cache="stale"). */
+static void log_stale(struct answerer *as, const struct waited *w, const char *why)
+{
+	uint64_t tag;
+	int64_t now = mono_ms(as);
+	size_t slot;
+
+	memcpy(&tag, w->id, sizeof(tag));
+	slot = (size_t)(tag % STALE_LOG_SLOTS);
+	if (as->stale_logged[slot].tag == tag &&
+	    now - as->stale_logged[slot].at_ms < STALE_LOG_EVERY_MS)
+		return;
+	as->stale_logged[slot].tag = tag;
+	as->stale_logged[slot].at_ms = now;
+	cglog(CGLOG_WARN, "a stored answer stood in for the vendor's (%s) for key_id=%s",
+	      why ? why : "stale-if-error", w->key_id ? w->key_id : "?");
+}
+
 void answer_landed(struct answerer *as, struct evhttp_request *req,
 		   const struct waited *w, const struct fetched *f)
 {
@@ -645,8 +670,10 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 			.collapsed = w->collapsed,
 		};
 
-		if (answer_stored(as, req, w->id, &how) == SERVED)
+		if (answer_stored(as, req, w->id, &how) == SERVED) {
+			log_stale(as, w, how.detail);
 			return;
+		}
 	}
 	if (!f->asked) {
 		const struct refusal *why = refusal_of(f->refusal);

@@ -116,6 +116,7 @@ enum served answer_stored(struct answerer *as, struct evhttp_request *req,
 /* What a waiter was waiting for, to answer it from a landing. */
 struct waited {
 	const uint8_t *id; /* the entry id (a stored answer may stand in) */
+	const char *key_id; /* for the log line when one does */
 	int refresh;       /* asked with no-cache: never a stored answer */
 	int had_stale;     /* an expired answer was stored (fwd=stale) */
 	int collapsed;     /* a follower of the flight */

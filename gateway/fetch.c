@@ -357,8 +357,8 @@ void fetcher_set_metrics(struct fetcher *fx, struct metrics *m)
 
 /* A failed store, in words, at most once a second (a full disk fails every
  * answer): what failed, LMDB's or the system's cause, what was done. */
-static void log_store_failure(struct fetcher *fx, size_t len, enum store_status st,
-			      size_t evicted)
+static void log_store_failure(struct fetcher *fx, const char *request_id, size_t len,
+			      enum store_status st, size_t evicted)
 {
 	int64_t now = mono_ms(fx);
 
@@ -366,9 +366,9 @@ static void log_store_failure(struct fetcher *fx, size_t len, enum store_status 
 		fx->store_unlogged++;
 		return;
 	}
-	cglog(CGLOG_ERROR, "cache: could not store a %zu-byte answer: %s (%s); evicted %zu "
-	      "entries; answered without storing%s", len, store_strerror(st),
-	      store_last_error(fx->store), evicted,
+	cglog(CGLOG_ERROR, "cache: could not store a %zu-byte answer (request_id=%s): %s (%s); "
+	      "evicted %zu entries; answered without storing%s", len, request_id,
+	      store_strerror(st), store_last_error(fx->store), evicted,
 	      fx->store_unlogged ? "; more failures since the last line" : "");
 	fx->store_logged_ms = now;
 	fx->store_unlogged = 0;
@@ -405,7 +405,7 @@ static int store_answer(struct fetch *fc, const struct upstream_response *resp,
 	if (evicted)
 		cglog(CGLOG_INFO, "cache: full, evicted %zu entries", evicted);
 	if (st != STORE_OK) {
-		log_store_failure(fx, len, st, evicted);
+		log_store_failure(fx, a->request_id, len, st, evicted);
 		return 0;
 	}
 	*etag = e.etag;
@@ -546,8 +546,8 @@ static int schedule_retry(struct fetch *fc, int64_t now)
 	tv.tv_sec = backoff / 1000;
 	tv.tv_usec = (backoff % 1000) * 1000;
 	evtimer_add(fc->retry_timer, &tv);
-	cglog(CGLOG_INFO, "upstream: attempt %u failed; retrying in %" PRId64 " ms",
-	      fc->attempts, backoff);
+	cglog(CGLOG_INFO, "upstream: attempt %u failed (request_id=%s); retrying in %" PRId64
+	      " ms", fc->attempts, fc->ask->request_id, backoff);
 	return 1;
 }
 

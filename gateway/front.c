@@ -314,6 +314,7 @@ static void on_landing(struct front *fr, struct fetch_landing *l)
 	CHECK_OBJ_NOTNULL(w, WAITER_MAGIC);
 	CHECK(w->fr == fr);
 	how.id = w->id;
+	how.key_id = w->ctx.key_id;
 	how.refresh = w->refresh;
 	how.had_stale = w->had_stale;
 	how.collapsed = l->collapsed;

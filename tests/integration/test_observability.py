@@ -278,6 +278,13 @@ def promtool_and_a_real_prometheus_scrape():
         r = subprocess.run(["promtool", "check", "metrics"], input=text,
                            capture_output=True, timeout=30)
         assert r.returncode == 0, (r.stdout, r.stderr)
+        # the shipped scrape config and alert rules
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy",
+                            "prometheus")
+        for what, f in (("rules", "alerts.yml"), ("config", "prometheus.yml")):
+            r = subprocess.run(["promtool", "check", what, os.path.join(here, f)],
+                               capture_output=True, timeout=30)
+            assert r.returncode == 0, (f, r.stdout, r.stderr)
         if prom is None:
             print("    promtool ok; no prometheus binary to scrape with")
             return
