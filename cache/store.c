@@ -181,13 +181,14 @@ static void guard_install(void)
 /* A SIGBUS came back to a guarded call: the map lost pages. */
 static void guard_tripped(struct store *st, const char *what)
 {
-	atomic_store(&st->broken, BROKEN_SHRANK);
 	st->abandoned_txn = st->live_txn;
 	st->abandoned_cursor = st->live_cursor;
 	st->abandoned_write = st->live_write;
 	set_error(st, "reading data.mdb while %s faulted (SIGBUS): the file was truncated "
 		  "while in use; the cache is disabled until a restart (run 'contacts-gateway "
 		  "cache check')", what);
+	/* after the text: a reader that sees the flag sees why (seq_cst) */
+	atomic_store(&st->broken, BROKEN_SHRANK);
 }
 
 /*
@@ -247,11 +248,11 @@ static int check_size(struct store *st)
 	if (st->data_fd < 0 || fstat(st->data_fd, &sb) != 0)
 		return 0;
 	if ((uint64_t)sb.st_size < st->size_seen) {
-		atomic_store(&st->broken, BROKEN_SHRANK);
 		set_error(st, "data.mdb shrank from %llu to %llu bytes (truncated by another "
 			  "process?); the cache is disabled until a restart (run "
 			  "'contacts-gateway cache check')",
 			  (unsigned long long)st->size_seen, (unsigned long long)sb.st_size);
+		atomic_store(&st->broken, BROKEN_SHRANK); /* after the text, as above */
 		return -1;
 	}
 	st->size_seen = (uint64_t)sb.st_size;
@@ -1184,6 +1185,7 @@ struct store_reader {
 	struct store_snap *pinned; /* done with, still pinned */
 	struct store_snap *spare;  /* reset, ready to renew */
 	size_t n_spare;
+	struct store_snap *abandoned; /* left by a fault: only aborted at the end */
 	char ctype[STORE_CTYPE_MAX + 1]; /* the last lookup's content type */
 };
 
@@ -1233,6 +1235,12 @@ void store_reader_free(struct store_reader *r)
 		struct store_snap *s = r->spare;
 
 		r->spare = s->next;
+		snap_destroy(s);
+	}
+	while (r->abandoned) { /* aborting a read transaction reads no page */
+		struct store_snap *s = r->abandoned;
+
+		r->abandoned = s->next;
 		snap_destroy(s);
 	}
 	r->magic = 0;
@@ -1309,8 +1317,9 @@ enum store_status store_reader_get(struct store_reader *r, const uint8_t id[STOR
 	if (sigsetjmp(jb, 0) != 0) {
 		guard_at = outer;
 		atomic_store(&r->st->broken, BROKEN_READER);
-		if (r->cur) { /* abandoned inside LMDB: leaked, not reused */
-			r->cur->magic = 0;
+		if (r->cur) { /* abandoned inside LMDB: never used again */
+			r->cur->next = r->abandoned;
+			r->abandoned = r->cur;
 			r->cur = NULL;
 		}
 		return STORE_ERROR;
@@ -1319,6 +1328,13 @@ enum store_status store_reader_get(struct store_reader *r, const uint8_t id[STOR
 	s = reader_lookup(r, id, e);
 	guard_at = outer;
 	return s;
+}
+
+const char *store_reader_error(const struct store_reader *r)
+{
+	if (refuses(r->st))
+		return store_last_error(r->st);
+	return "LMDB refused a read transaction (its reader table may be full)";
 }
 
 void store_reader_done(struct store_reader *r)

@@ -231,6 +231,10 @@ void store_reader_free(struct store_reader *r);
 enum store_status store_reader_get(struct store_reader *r, const uint8_t id[STORE_ID_LEN],
 				   struct store_entry *e);
 
+/* Why the last lookup failed with STORE_ERROR, in words (static text, or
+ * the store's own when it is broken). */
+const char *store_reader_error(const struct store_reader *r);
+
 /* Ends the lookup: its snapshot is reset unless pinned. */
 void store_reader_done(struct store_reader *r);
 

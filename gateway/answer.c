@@ -74,6 +74,7 @@ struct answerer {
 	size_t copies;         /* copies alive, and their bytes */
 	size_t copy_bytes;
 	struct answer_note *note; /* what the answers fill, or NULL */
+	int64_t read_error_ms;    /* the last "cannot read" line */
 	struct {
 		uint64_t tag;
 		int64_t at_ms;
@@ -423,9 +424,16 @@ enum served answer_stored(struct answerer *as, struct evhttp_request *req,
 		      "(damaged on disk); not served, fetching it again");
 		return NOT_STORED;
 	}
-	if (st == STORE_ERROR)
-		cglog(CGLOG_ERROR, "cache: cannot read the cache (LMDB refused a read "
-		      "transaction); answering as if nothing were stored");
+	if (st == STORE_ERROR) {
+		int64_t now = mono_ms(as);
+
+		/* each lookup would say it again: once every 10 s */
+		if (as->read_error_ms == 0 || now - as->read_error_ms >= 10000) {
+			cglog(CGLOG_ERROR, "cache: cannot read the cache (%s); answering as if "
+			      "nothing were stored", store_reader_error(as->reader));
+			as->read_error_ms = now;
+		}
+	}
 	return NOT_STORED;
 }
 

@@ -82,6 +82,7 @@ struct fetcher {
 	int64_t store_logged_ms; /* the last "could not store" line */
 	unsigned long store_unlogged;
 	atomic_int offline;
+	atomic_int offline_when_open;  /* the setting, for the fronts (cfg is ours) */
 	_Atomic int64_t breaker_until; /* admit_breaker_until, published */
 	struct metrics *metrics;       /* NULL: not counted */
 	struct event *stats_timer;     /* once a second: gauges that need a scan */
@@ -304,7 +305,8 @@ int fetcher_breaker_open(const struct fetcher *fx, int64_t mono)
 int fetcher_offline(const struct fetcher *fx, int64_t mono)
 {
 	return atomic_load_explicit(&fx->offline, memory_order_relaxed) ||
-	       (fx->cfg->offline_when_open && fetcher_breaker_open(fx, mono));
+	       (atomic_load_explicit(&fx->offline_when_open, memory_order_relaxed) &&
+		fetcher_breaker_open(fx, mono));
 }
 
 void fetcher_set_offline(struct fetcher *fx, int offline, const char *by)
@@ -840,6 +842,7 @@ int fetcher_set_config(struct fetcher *fx, const struct cg_config *cfg, char *er
 	}
 	flight_table_set_max(fx->flights, (size_t)cfg->max_waiters);
 	fx->cfg = cfg;
+	atomic_store(&fx->offline_when_open, cfg->offline_when_open);
 	publish_breaker(fx);
 	return 0;
 }
@@ -861,6 +864,7 @@ struct fetcher *fetcher_new(struct event_base *base, const struct cg_config *cfg
 	fx->lru = lru;
 	LIST_INIT(&fx->fetches);
 	atomic_init(&fx->offline, cfg->offline);
+	atomic_init(&fx->offline_when_open, cfg->offline_when_open);
 	atomic_init(&fx->breaker_until, 0);
 	fx->rng = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)fx << 16);
 	fx->flights = flight_table_new((size_t)cfg->max_waiters);
