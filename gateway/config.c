@@ -129,6 +129,9 @@ static const struct opt opts[] = {
 	 "admin endpoint address, loopback only (off unless set; needs admin-token)"},
 	{"admin-token", OPT_SECRET, OFF(admin_token), 0, 0, "", "TOKEN",
 	 "bearer token the admin endpoint requires (better set in the config file)"},
+	{"instance-name", OPT_NAME, OFF(instance_name), 0, 0, "", "NAME",
+	 "this gateway's name, sent on every answer as X-Served-By and shown in the log "
+	 "and metrics (several gateways behind HAProxy)"},
 	{"log-format", OPT_LOGFMT, OFF(log_json), 0, 0, "text", "FORMAT",
 	 "the error log's lines: text, or json (one object per line)"},
 	{"access-log", OPT_PATH, OFF(access_log), 0, 0, "", "PATH",

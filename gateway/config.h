@@ -91,6 +91,7 @@ struct cg_config {
 	struct cg_addr admin_listen;   /* host "" : no admin listener */
 	char admin_token[CONFIG_SECRET_MAX];
 	/* observability */
+	char instance_name[CONFIG_NAME_MAX]; /* "" : none; else X-Served-By */
 	int log_json;                  /* the error log as JSON lines */
 	char access_log[CONFIG_PATH_MAX]; /* "" off, "-" stdout */
 	long max_callers;              /* caller labels in metrics */

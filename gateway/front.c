@@ -253,6 +253,9 @@ static void begin_request(struct front *fr, struct evhttp_request *req, struct r
 	request_id_of(fr, req, ctx->request_id);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id",
 			  ctx->request_id);
+	if (fr->cfg->instance_name[0])
+		evhttp_add_header(evhttp_request_get_output_headers(req), "X-Served-By",
+				  fr->cfg->instance_name);
 	ctx->key_id[0] = ctx->caller[0] = ctx->query[0] = '\0';
 	if (fr->alog) {
 		const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);

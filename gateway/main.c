@@ -238,6 +238,7 @@ static void keep_fixed(const struct cg_config *run, struct cg_config *next, char
 	KEEP(threads, "threads", next->threads != 0 && run->threads != next->threads);
 	KEEP(access_log, "access-log", strcmp(run->access_log, next->access_log) != 0);
 	KEEP(max_callers, "max-callers", run->max_callers != next->max_callers);
+	KEEP(instance_name, "instance-name", strcmp(run->instance_name, next->instance_name) != 0);
 	KEEP(admin_listen, "admin-listen",
 	     strcmp(run->admin_listen.host, next->admin_listen.host) != 0 ||
 		     run->admin_listen.port != next->admin_listen.port);
@@ -593,7 +594,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	app.metrics = metrics_new((unsigned)app.cfg->threads,
-				  app.cfg->caller_header[0] ? (size_t)app.cfg->max_callers : 0);
+				  app.cfg->caller_header[0] ? (size_t)app.cfg->max_callers : 0,
+				  app.cfg->instance_name);
 	app.lru = lru_new();
 	app.fetcher = fetcher_new(app.base, app.cfg, app.up, app.store, app.lru, err,
 				  sizeof(err));
@@ -640,8 +642,9 @@ int main(int argc, char **argv)
 	startup_warn(app.cfg); /* once serving: a failed start stays one line */
 	log_fd_budget(app.cfg);
 	config_redact_url(app.cfg->upstream, shown_url, sizeof(shown_url));
-	cglog(CGLOG_INFO, "contacts-gateway %s listening on %s:%u%s, upstream %s, cache %s, "
-	      "%ld front loop(s)%s", CG_VERSION, app.cfg->listen.host,
+	cglog(CGLOG_INFO, "contacts-gateway %s%s%s listening on %s:%u%s, upstream %s, cache %s, "
+	      "%ld front loop(s)%s", CG_VERSION, app.cfg->instance_name[0] ? " " : "",
+	      app.cfg->instance_name, app.cfg->listen.host,
 	      front_port(app.fronts[0]), app.listen_fd >= 0 ? " (socket from systemd)" : "",
 	      shown_url, app.cfg->cache_dir, app.cfg->threads,
 	      fetcher_offline(app.fetcher, 0) ? ", offline" : "");

@@ -40,7 +40,7 @@ const char *metrics_cache_name(enum metrics_cache c)
 	return c < MC_N ? cache_names[c] : "none";
 }
 
-struct metrics *metrics_new(unsigned n_fronts, size_t max_callers)
+struct metrics *metrics_new(unsigned n_fronts, size_t max_callers, const char *instance)
 {
 	struct metrics *m = calloc(1, sizeof(*m));
 	struct timespec ts;
@@ -59,6 +59,7 @@ struct metrics *metrics_new(unsigned n_fronts, size_t max_callers)
 	AN(m->callers);
 	AZ(pthread_mutex_init(&m->callers_lock, NULL));
 	snprintf(m->other.name, sizeof(m->other.name), "other");
+	metrics_sanitise(m->instance, sizeof(m->instance), instance);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	m->start_time = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 	return m;
@@ -332,7 +333,12 @@ void metrics_write(struct metrics *m, struct evbuffer *out)
 		}
 	}
 	family(out, "contacts_gateway_build_info", "gauge", "The gateway's version.");
-	evbuffer_add_printf(out, "contacts_gateway_build_info{version=\"%s\"} 1\n", CG_VERSION);
+	if (m->instance[0])
+		evbuffer_add_printf(out, "contacts_gateway_build_info{version=\"%s\",instance=\"%s\"} 1\n",
+				    CG_VERSION, m->instance);
+	else
+		evbuffer_add_printf(out, "contacts_gateway_build_info{version=\"%s\"} 1\n",
+				    CG_VERSION);
 	gauge(out, "process_start_time_seconds", "Start time of the process, Unix seconds.",
 	      m->start_time);
 	gauge(out, "process_resident_memory_bytes", "Resident memory in bytes.",

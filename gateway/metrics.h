@@ -110,10 +110,12 @@ struct metrics {
 	_Atomic size_t n_callers;
 	struct metrics_caller other; /* past max_callers */
 	double start_time; /* Unix seconds */
+	char instance[64];  /* --instance-name, "" if none (build_info's label) */
 };
 
-/* Counters for n_fronts loops and max_callers callers, all zero. Never NULL. */
-struct metrics *metrics_new(unsigned n_fronts, size_t max_callers);
+/* Counters for n_fronts loops and max_callers callers, all zero; instance
+ * (copied) is build_info's `instance` label. Never NULL. */
+struct metrics *metrics_new(unsigned n_fronts, size_t max_callers, const char *instance);
 void metrics_free(struct metrics *m);
 
 /* A single writer's increment: no lock, no atomic read-modify-write. */
