@@ -72,14 +72,15 @@ int64_t lru_last_used(const uint8_t id[STORE_ID_LEN], int64_t stored_ms, void *a
 	return used > stored_ms ? used : stored_ms;
 }
 
-enum store_status lru_put(struct lru *l, struct store *st, const uint8_t id[STORE_ID_LEN],
-			  struct store_entry *e, int64_t now_ms, size_t *evicted)
+static enum store_status put(struct lru *l, struct store *st, const uint8_t id[STORE_ID_LEN],
+			     struct store_entry *e, int64_t now_ms, int unless_newer,
+			     size_t *evicted)
 {
 	enum store_status s = STORE_FULL;
 	size_t n = 0;
 
 	for (int attempt = 0; attempt < LRU_PUT_ATTEMPTS; attempt++) {
-		s = store_put(st, id, e);
+		s = unless_newer ? store_put_unless_newer(st, id, e) : store_put(st, id, e);
 		if (s != STORE_FULL)
 			break;
 		n += store_evict(st, now_ms, LRU_EVICT_SCAN, l ? lru_last_used : NULL, l);
@@ -87,4 +88,17 @@ enum store_status lru_put(struct lru *l, struct store *st, const uint8_t id[STOR
 	if (evicted)
 		*evicted = n;
 	return s;
+}
+
+enum store_status lru_put(struct lru *l, struct store *st, const uint8_t id[STORE_ID_LEN],
+			  struct store_entry *e, int64_t now_ms, size_t *evicted)
+{
+	return put(l, st, id, e, now_ms, 0, evicted);
+}
+
+enum store_status lru_put_unless_newer(struct lru *l, struct store *st,
+				       const uint8_t id[STORE_ID_LEN], struct store_entry *e,
+				       int64_t now_ms, size_t *evicted)
+{
+	return put(l, st, id, e, now_ms, 1, evicted);
 }

@@ -52,4 +52,10 @@ int64_t lru_last_used(const uint8_t id[STORE_ID_LEN], int64_t stored_ms, void *a
 enum store_status lru_put(struct lru *l, struct store *st, const uint8_t id[STORE_ID_LEN],
 			  struct store_entry *e, int64_t now_ms, size_t *evicted);
 
+/* lru_put with store_put_unless_newer: an entry stored later under `id`
+ * stays (STORE_NEWER). For the cache tools' import. */
+enum store_status lru_put_unless_newer(struct lru *l, struct store *st,
+				       const uint8_t id[STORE_ID_LEN], struct store_entry *e,
+				       int64_t now_ms, size_t *evicted);
+
 #endif

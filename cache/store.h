@@ -40,6 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define STORE_ENC_N 4 /* enum encoding's ENC_N */
 #define STORE_ID_LEN 32
 #define STORE_KEYHASH_LEN 32
 #define STORE_QUERY_MAX 4096        /* longest canonical query stored */
@@ -71,6 +72,13 @@ struct store_entry {
 	size_t content_type_len;
 	const void *body;
 	size_t body_len;
+	/* the body's other representations (content codings, policy/encoding),
+	 * stored beside it: enc[ENC_GZIP], enc[ENC_BR], enc[ENC_ZSTD]; len 0:
+	 * absent (enc[ENC_IDENTITY] is unused: that is body) */
+	struct store_repr {
+		const void *p;
+		size_t len;
+	} enc[STORE_ENC_N];
 };
 
 /* A status in words, e.g. "the cache map is full". Static storage. */

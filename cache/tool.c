@@ -28,6 +28,10 @@
  */
 #include "cache/tool.h"
 
+#include "cache/lru.h"
+#include "cache/repr.h"
+#include "policy/encoding.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <signal.h>
@@ -54,6 +58,8 @@
 #define TOOL_READERS (1024 + 64)
 #define DEFAULT_CACHE_SIZE "1G"   /* gateway/config.c's cache-size default */
 #define DEFAULT_MAX_BODY "64M"    /* gateway/config.c's max-body-bytes default */
+#define DEFAULT_COMPRESS "gzip"   /* gateway/config.c's compress default */
+#define DEFAULT_COMPRESS_MIN 1400 /* gateway/config.c's compress-min-bytes default */
 #define KEY_MAX 512               /* longest x-api-key the gateway accepts */
 #define HASH_PREFIX_MIN 8         /* shortest --key-hash prefix, hex digits */
 #define PURGE_BATCH 65536         /* ids collected per purge scan */
@@ -81,6 +87,7 @@ enum {
 	O_MAXBODY = 1u << 8,
 	O_FILE = 1u << 9, /* the positional FILE */
 	O_TO = 1u << 10,
+	O_COMPRESS = 1u << 11,
 };
 
 struct tool_opt {
@@ -95,6 +102,7 @@ static const struct tool_opt tool_opts[] = {
 	{"all", O_ALL, 0},             {"expired", O_EXPIRED, 0},
 	{"key-stdin", O_KEYSTDIN, 0},  {"cache-size", O_CACHESIZE, 1},
 	{"max-body-bytes", O_MAXBODY, 1}, {"to", O_TO, 1},
+	{"compress", O_COMPRESS, 1},
 };
 
 #define N_TOOL_OPTS (sizeof(tool_opts) / sizeof(tool_opts[0]))
@@ -112,6 +120,7 @@ struct opts {
 	const char *to; /* recover's new directory */
 	uint64_t cache_size;
 	uint64_t max_body;
+	unsigned compress; /* import: representations made (ENC_BIT mask) */
 };
 
 /* Which entries a command acts on; conditions combine with AND. */
@@ -1092,6 +1101,7 @@ struct import_ctx {
 	const char *name; /* the file, for messages */
 	struct store *st;
 	uint64_t max_body;
+	unsigned compress;
 	uint64_t imported, skipped, kept, evicted, entry_lines;
 	int seen_end;
 	int64_t end_entries;
@@ -1109,7 +1119,10 @@ static const char *import_put(struct import_ctx *c, struct cache_import_entry *i
 {
 	uint8_t id[STORE_ID_LEN];
 	struct store_entry e;
-	enum store_status s = STORE_FULL;
+	struct repr_set reps;
+	enum store_status s;
+	size_t evicted = 0;
+	const char *why;
 
 	store_entry_id(ie->keyhash, ie->query, ie->query_len, id);
 	memset(&e, 0, sizeof(e));
@@ -1122,31 +1135,38 @@ static const char *import_put(struct import_ctx *c, struct cache_import_entry *i
 	e.content_type_len = ie->ctype_len;
 	e.body = ie->body;
 	e.body_len = ie->body_len;
-	for (int attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
-		/* a later answer stored (by a gateway, perhaps meanwhile) is kept */
-		s = store_put_unless_newer(c->st, id, &e);
-		if (s != STORE_FULL)
-			break;
-		c->evicted += store_evict(c->st, now_ms(), EVICT_SCAN, NULL, NULL);
-	}
+	/* the export holds the identity body: its representations are made
+	 * again, as the gateway makes them when it stores an answer */
+	repr_make(e.body, e.body_len, c->compress, DEFAULT_COMPRESS_MIN, &reps);
+	repr_attach(&reps, &e);
+	/* a later answer stored (by a gateway, perhaps meanwhile) is kept */
+	s = lru_put_unless_newer(NULL, c->st, id, &e, now_ms(), &evicted);
+	c->evicted += evicted;
+	repr_free(&reps);
 	switch (s) {
 	case STORE_OK:
 		c->imported++;
-		return NULL;
+		why = NULL;
+		break;
 	case STORE_NEWER:
 		c->kept++;
-		return NULL;
+		why = NULL;
+		break;
 	case STORE_FULL:
 		snprintf(c->why, sizeof(c->why), "the cache is full even after evicting (%s): "
 			 "it needs a larger --cache-size", store_last_error(c->st));
-		return c->why;
+		why = c->why;
+		break;
 	case STORE_INVALID:
-		return "the store refused the entry's sizes";
+		why = "the store refused the entry's sizes";
+		break;
 	default:
 		snprintf(c->why, sizeof(c->why), "the store could not write it: %s",
 			 store_last_error(c->st));
-		return c->why;
+		why = c->why;
+		break;
 	}
+	return why;
 }
 
 enum cache_line cache_parse_line(const char *buf, size_t len, uint64_t max_body,
@@ -1264,6 +1284,7 @@ static int run_import(const struct opts *o)
 	memset(&c, 0, sizeof(c));
 	c.name = from_stdin ? "stdin" : o->file;
 	c.max_body = o->max_body;
+	c.compress = o->compress;
 	/* base64 of the largest body, plus the other fields, escaped */
 	max_line = (size_t)(4 * ((o->max_body + 2) / 3) + LINE_OVERHEAD);
 	if ((in = from_stdin ? stdin : fopen(o->file, "r")) == NULL) {
@@ -1556,19 +1577,22 @@ static const struct command commands[] = {
 	 "from one consistent snapshot. A file is written beside FILE and renamed when\n"
 	 "complete. Corrupt records are skipped with a warning.\n\n"
 	 "  --cache-dir DIR      the cache directory [default: " CACHE_TOOL_DEFAULT_DIR "]\n"},
-	{"import", run_import, O_DIR | O_FILE | O_CACHESIZE | O_MAXBODY,
+	{"import", run_import, O_DIR | O_FILE | O_CACHESIZE | O_MAXBODY | O_COMPRESS,
 	 "Usage: contacts-gateway cache import FILE [--cache-dir DIR] [--cache-size BYTES]\n"
-	 "                                          [--max-body-bytes BYTES]\n"
+	 "                                          [--max-body-bytes BYTES] [--compress LIST]\n"
 	 "Writes the entries of an export (FILE, '-': stdin) into the cache, creating\n"
 	 "the store if the directory has none. Each line is checked (bounds, hex, the\n"
 	 "ETag against the body); a bad line is skipped and named. An entry the cache\n"
-	 "holds a newer answer for is kept. Prints \"imported N, skipped M\"; exits 1 if\n"
-	 "a line was skipped.\n\n"
+	 "holds a newer answer for is kept. The compressed representations are made\n"
+	 "again from the body, as the gateway makes them. Prints \"imported N, skipped\n"
+	 "M\"; exits 1 if a line was skipped.\n\n"
 	 "  --cache-dir DIR        the cache directory [default: " CACHE_TOOL_DEFAULT_DIR "]\n"
 	 "  --cache-size BYTES     map size when import creates the store [default: "
 	 DEFAULT_CACHE_SIZE "]\n"
 	 "  --max-body-bytes BYTES largest body accepted (bounds a line) [default: "
-	 DEFAULT_MAX_BODY "]\n"},
+	 DEFAULT_MAX_BODY "]\n"
+	 "  --compress LIST        representations made: gzip, br, zstd, or off [default: "
+	 DEFAULT_COMPRESS "]\n"},
 	{"check", run_check, O_DIR | O_JSON,
 	 "Usage: contacts-gateway cache check [--cache-dir DIR] [--json]\n"
 	 "Reads data.mdb without trusting it (no memory map; every page checked) and\n"
@@ -1781,6 +1805,13 @@ static int parse_args(const struct command *cmd, int argc, char **argv, struct o
 				return -1;
 			}
 			break;
+		case O_COMPRESS:
+			if (encoding_parse_list(value, &o->compress) != 0) {
+				complain("--compress: '%s' is not a list of gzip, br, zstd, or off",
+					 value);
+				return -1;
+			}
+			break;
 		case O_MAXBODY:
 			if (parse_bytes(value, 1024, (uint64_t)4 << 30, &o->max_body) != 0) {
 				complain("--max-body-bytes: '%s' is not 1K to 4G bytes (K, M, G "
@@ -1851,7 +1882,8 @@ int cache_tool_main(int argc, char **argv)
 	o.cmd = cmd->name;
 	o.dir = CACHE_TOOL_DEFAULT_DIR;
 	if (parse_bytes(DEFAULT_CACHE_SIZE, 0, UINT64_MAX, &o.cache_size) != 0 ||
-	    parse_bytes(DEFAULT_MAX_BODY, 0, UINT64_MAX, &o.max_body) != 0)
+	    parse_bytes(DEFAULT_MAX_BODY, 0, UINT64_MAX, &o.max_body) != 0 ||
+	    encoding_parse_list(DEFAULT_COMPRESS, &o.compress) != 0)
 		abort();
 	rc = parse_args(cmd, argc - 1, argv + 1, &o);
 	if (rc == 1) {

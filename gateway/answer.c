@@ -32,6 +32,7 @@
 #include "gateway/fetch.h"
 #include "gateway/log.h"
 #include "policy/check.h"
+#include "policy/encoding.h"
 #include "policy/ttl.h"
 
 #define ANSWERER_MAGIC 0x414e5357u
@@ -348,9 +349,34 @@ void answerer_tick(struct answerer *as)
 
 /* ---- from the store ---- */
 
-static void format_etag(char out[20], uint64_t etag)
+#define ETAG_MAX 32
+
+/* A strong ETag per representation: the identity body's XXH3, and for a
+ * coded one its coding after a dash ("...-gzip"). */
+static void format_etag(char out[ETAG_MAX], uint64_t etag, enum encoding enc)
 {
-	snprintf(out, 20, "\"%016" PRIx64 "\"", etag);
+	if (enc == ENC_IDENTITY)
+		snprintf(out, ETAG_MAX, "\"%016" PRIx64 "\"", etag);
+	else
+		snprintf(out, ETAG_MAX, "\"%016" PRIx64 "-%s\"", etag, encoding_name(enc));
+}
+
+/* The representation of a body to send for req among `mask`, and the
+ * headers that say so: Vary always (the choice depends on
+ * Accept-Encoding), Content-Encoding for a coded one. */
+static enum encoding negotiate(struct evhttp_request *req, unsigned mask)
+{
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	enum encoding enc = ENC_IDENTITY;
+
+	if (mask)
+		enc = encoding_choose(evhttp_find_header(evhttp_request_get_input_headers(req),
+							 "Accept-Encoding"),
+				      mask);
+	evhttp_add_header(out, "Vary", "Accept-Encoding");
+	if (enc != ENC_IDENTITY)
+		evhttp_add_header(out, "Content-Encoding", encoding_name(enc));
+	return enc;
 }
 
 /* Does If-None-Match name this ETag (or "*")? Weak comparison, RFC 9110. */
@@ -444,8 +470,12 @@ static enum served serve_entry(struct answerer *as, struct evhttp_request *req,
 {
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	const struct store_entry e = *ep;
-	char etag[20], ctype[STORE_CTYPE_MAX + 1], status[192], age[24];
+	char etag[ETAG_MAX], ctype[STORE_CTYPE_MAX + 1], status[192], age[24];
 	int64_t now = wall_ms(as), ttl;
+	const void *body;
+	size_t body_len;
+	enum encoding enc;
+	unsigned mask = 0;
 	int n, stale;
 
 	stale = ttl_is_stale(e.expires_ms, now);
@@ -455,7 +485,13 @@ static enum served serve_entry(struct answerer *as, struct evhttp_request *req,
 	how->served_stale = stale;
 	if (as->note)
 		as->note->cache = stale ? MC_STALE : MC_HIT;
-	format_etag(etag, e.etag);
+	for (int k = ENC_GZIP; k < ENC_N; k++)
+		if (e.enc[k].len)
+			mask |= ENC_BIT(k);
+	enc = negotiate(req, mask);
+	body = enc == ENC_IDENTITY ? e.body : e.enc[enc].p;
+	body_len = enc == ENC_IDENTITY ? e.body_len : e.enc[enc].len;
+	format_etag(etag, e.etag, enc);
 	memcpy(ctype, e.content_type, e.content_type_len);
 	ctype[e.content_type_len] = '\0';
 	/* RFC 9211: ttl is negative once stale; fwd says the upstream was asked */
@@ -483,12 +519,12 @@ static enum served serve_entry(struct answerer *as, struct evhttp_request *req,
 	}
 	if (ctype[0])
 		evhttp_add_header(out, "Content-Type", ctype);
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD || e.body_len == 0) {
-		set_content_length(out, e.body_len);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD || body_len == 0) {
+		set_content_length(out, body_len);
 		answer_send(as, req, 200, NULL);
 		return SERVED;
 	}
-	send_pinned(as, req, e.body, e.body_len);
+	send_pinned(as, req, body, body_len);
 	return SERVED;
 }
 
@@ -656,7 +692,7 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	const char *fwd = w->refresh ? "request" : w->had_stale ? "stale" : "miss";
 	const char *collapsed = w->collapsed ? "; collapsed" : "";
-	char status[160], etag[20];
+	char status[160], etag[ETAG_MAX];
 
 	CHECK_OBJ_NOTNULL(as, ANSWERER_MAGIC);
 	CHECK_OBJ_NOTNULL(f, FETCHED_MAGIC);
@@ -718,26 +754,45 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 			     "the upstream answered 200 with a body that is not a JSON array");
 	} else {
 		struct evbuffer *body = NULL;
+		enum encoding enc = ENC_IDENTITY;
+		const char *data = f->body;
+		size_t len = f->body_len;
 
 		for (size_t i = 0; i < f->n_headers; i++)
 			evhttp_add_header(out, f->headers[i].name, f->headers[i].value);
+		if (f->stored && f->status == 200) { /* a cacheable answer: negotiated */
+			unsigned mask = 0;
+
+			for (int k = ENC_GZIP; k < ENC_N; k++)
+				if (f->enc[k])
+					mask |= ENC_BIT(k);
+			enc = negotiate(req, mask);
+			if (enc != ENC_IDENTITY) {
+				data = (const char *)f->enc[enc];
+				len = f->enc_len[enc];
+			}
+		}
 		snprintf(status, sizeof(status),
 			 ANSWER_STATUS_NAME "; fwd=%s; fwd-status=%ld%s", fwd, f->status,
 			 w->collapsed ? "; collapsed" : f->stored ? "; stored" : "");
 		evhttp_add_header(out, "Cache-Status", status);
 		if (f->stored) {
-			format_etag(etag, f->etag);
+			format_etag(etag, f->etag, enc);
 			evhttp_add_header(out, "ETag", etag);
+			if (etag_matches(req, etag)) { /* a refresh the client has */
+				answer_send(as, req, 304, NULL);
+				return;
+			}
 		}
 		if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-			set_content_length(out, f->body_len);
-		} else if (f->body_len > 0) {
+			set_content_length(out, len);
+		} else if (len > 0) {
 			/* every waiter on every loop references the one body */
 			body = evbuffer_new();
 			AN(body);
 			fetched_hold((struct fetched *)f);
-			CHECK(evbuffer_add_reference(body, f->body, f->body_len,
-						     release_fetched, (void *)f) == 0);
+			CHECK(evbuffer_add_reference(body, data, len, release_fetched,
+						     (void *)f) == 0);
 		}
 		answer_send(as, req, (int)f->status, body);
 		if (body)

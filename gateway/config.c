@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "policy/encoding.h"
 #include "policy/ttl.h"
 
 enum opt_type {
@@ -26,6 +27,7 @@ enum opt_type {
 	OPT_BYTES,    /* uint64_t; accepts K, M, G suffixes (binary) */
 	OPT_LEVEL,
 	OPT_LOGFMT,   /* "text" or "json" (int 0/1) */
+	OPT_CODINGS,  /* a list of content codings, or "off" (unsigned ENC_BIT mask) */
 	OPT_TTL,      /* uint32_t seconds, or "inherit" (TTL_INHERIT); a duration */
 	OPT_SECONDS,  /* uint32_t seconds; a duration (bare: s) */
 	OPT_FLAG,     /* int 0/1; a bare --flag means 1 */
@@ -145,6 +147,11 @@ static const struct opt opts[] = {
 	 "10000", "MS", "a client's whole request head must arrive within this (408)"},
 	{"keepalive-timeout", OPT_MS, OFF(keepalive_timeout_ms), 100, 3600000, "30000",
 	 "MS", "idle keep-alive connections are closed after this"},
+	{"compress", OPT_CODINGS, OFF(compress), 0, 0, "gzip", "LIST",
+	 "representations stored beside each answer and sent to clients that accept "
+	 "them: gzip, br, zstd (comma-separated), or off"},
+	{"compress-min-bytes", OPT_BYTES, OFF(compress_min_bytes), 0, (uint64_t)1 << 30,
+	 "1400", "BYTES", "answers smaller than this are stored and sent uncompressed"},
 	{"new-key-rate", OPT_RATE_OFF, OFF(new_key_rate), 0, 100000, "5", "RPS",
 	 "upstream requests per second, all together, of API keys the vendor has not "
 	 "yet answered 2xx (off: no limit)"},
@@ -462,6 +469,13 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 			return -1;
 		}
 		memcpy(field, value, strlen(value) + 1);
+		return 0;
+	case OPT_CODINGS:
+		if (encoding_parse_list(value, (unsigned *)(void *)field) != 0) {
+			snprintf(err, err_size, "%s: '%s' is not a list of gzip, br, zstd, or off",
+				 name, value);
+			return -1;
+		}
 		return 0;
 	case OPT_LOGFMT:
 		if (strcmp(value, "text") != 0 && strcmp(value, "json") != 0) {

@@ -99,6 +99,9 @@ struct cg_config {
 	long threads;                  /* front-end loops; 0: one per core */
 	long client_header_timeout_ms; /* a whole request head */
 	long keepalive_timeout_ms;     /* idle between requests */
+	/* compression */
+	unsigned compress;             /* ENC_BIT mask of representations stored */
+	uint64_t compress_min_bytes;   /* smaller bodies stay identity only */
 	/* abuse */
 	double new_key_rate;           /* upstream requests/s of never-good keys; 0 off */
 	double client_rate;            /* upstream requests/s per client address; 0 off */

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "cache/lru.h"
+#include "cache/repr.h"
 #include "gateway/admit.h"
 #include "gateway/flight.h"
 #include "gateway/access.h"
@@ -137,6 +138,8 @@ void fetched_release(struct fetched *f)
 	if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	free(f->body);
+	for (int k = 0; k < STORE_ENC_N; k++)
+		free(f->enc[k]);
 	f->magic = 0;
 	free(f);
 }
@@ -376,10 +379,15 @@ static void log_store_failure(struct fetcher *fx, const char *request_id, size_t
 	fx->store_unlogged = 0;
 }
 
-/* Stores a complete 200 JSON-array answer, evicting to make room. */
+/* Stores a complete 200 JSON-array answer, evicting to make room, with its
+ * compressed representations (which `f` keeps, for the waiters). */
 static int store_answer(struct fetch *fc, const struct upstream_response *resp,
-			const void *body, size_t len, uint64_t *etag)
+			struct fetched *f)
 {
+	const void *body = f->body;
+	size_t len = f->body_len;
+	uint64_t *etag = &f->etag;
+	struct repr_set reps;
 	struct fetcher *fx = fc->fx;
 	struct fetch_ask *a = fc->ask;
 	const char *ctype = "";
@@ -401,6 +409,8 @@ static int store_answer(struct fetch *fc, const struct upstream_response *resp,
 	e.content_type_len = strlen(ctype);
 	e.body = body;
 	e.body_len = len;
+	repr_make(body, len, fx->cfg->compress, fx->cfg->compress_min_bytes, &reps);
+	repr_attach(&reps, &e);
 	st = lru_put(fx->lru, fx->store, a->id, &e, now, &evicted);
 	if (evicted && fx->metrics)
 		metrics_add(&fx->metrics->fetch.evictions, evicted);
@@ -408,9 +418,14 @@ static int store_answer(struct fetch *fc, const struct upstream_response *resp,
 		cglog(CGLOG_INFO, "cache: full, evicted %zu entries", evicted);
 	if (st != STORE_OK) {
 		log_store_failure(fx, a->request_id, len, st, evicted);
+		repr_free(&reps);
 		return 0;
 	}
 	*etag = e.etag;
+	for (int k = 0; k < STORE_ENC_N; k++) { /* the waiters' now */
+		f->enc[k] = reps.buf[k];
+		f->enc_len[k] = reps.len[k];
+	}
 	return 1;
 }
 
@@ -642,8 +657,7 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 	if (resp->result == UPSTREAM_OK && resp->status == 200) {
 		if (malformed) {
 			f->failed = f->malformed = 1; /* a stored answer stands in, or 502 */
-		} else if (fc->ask->ttl_s > 0 &&
-			   store_answer(fc, resp, f->body, f->body_len, &f->etag)) {
+		} else if (fc->ask->ttl_s > 0 && store_answer(fc, resp, f)) {
 			f->stored = 1;
 		}
 	}

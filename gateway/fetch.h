@@ -111,6 +111,10 @@ struct fetched {
 	size_t n_headers;
 	char *body;             /* owned */
 	size_t body_len;
+	/* when stored: its compressed representations (owned; NULL: none),
+	 * indexed by enum encoding (policy/encoding.h) */
+	unsigned char *enc[STORE_ENC_N];
+	size_t enc_len[STORE_ENC_N];
 	double total_ms;        /* asked: the (last) exchange's time */
 	int failed;    /* the upstream failed (a stored answer may stand in) */
 	int malformed; /* a 200 whose body is not a JSON array */

@@ -11,8 +11,10 @@ set -euo pipefail
 #   dpkg-dev, file     the Debian package's Depends (dpkg-shlibdeps)
 #   groff-base         the man page check
 # libsystemd-dev: sd_notify and socket activation (sd_listen_fds).
+# zlib1g-dev, libbrotli-dev, libzstd-dev: compressed answers (cache/repr.c).
 packages=(gcc libc6-dev make cmake pkg-config libevent-dev libcurl4-openssl-dev
           libcjson-dev liblmdb-dev libssl-dev libxxhash-dev libcmocka-dev libsystemd-dev
+          zlib1g-dev libbrotli-dev libzstd-dev
           python3 curl ca-certificates dpkg-dev file groff-base)
 if [ "${CG_SETUP_EXTRA:-}" != "" ]; then
   read -r -a extra <<<"$CG_SETUP_EXTRA"
