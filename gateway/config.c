@@ -141,6 +141,9 @@ static const struct opt opts[] = {
 	 "and SIGUSR1 (off unless set)"},
 	{"max-callers", OPT_COUNT, OFF(max_callers), 0, 4096, "256", "N",
 	 "distinct callers counted in metrics (past it: \"other\")"},
+	{"takeover", OPT_FLAG, OFF(takeover), 0, 1, "false", "",
+	 "restart without refusing a connection: take the listening sockets of the gateway "
+	 "running on the same cache-dir, which then drains and exits"},
 	{"threads", OPT_COUNT, OFF(threads), 0, 64, "0", "N",
 	 "front-end loops serving clients (0: one per core, at most 64)"},
 	{"client-header-timeout", OPT_MS, OFF(client_header_timeout_ms), 100, 3600000,

@@ -96,6 +96,7 @@ struct cg_config {
 	char access_log[CONFIG_PATH_MAX]; /* "" off, "-" stdout */
 	long max_callers;              /* caller labels in metrics */
 	/* the front end */
+	int takeover;                  /* take the listening sockets of the gateway on cache-dir */
 	long threads;                  /* front-end loops; 0: one per core */
 	long client_header_timeout_ms; /* a whole request head */
 	long keepalive_timeout_ms;     /* idle between requests */

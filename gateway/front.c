@@ -92,7 +92,9 @@ struct front {
 	const struct cg_config *cfg; /* the settings in force on this loop */
 	struct event_base *base;
 	struct evhttp *http;
-	struct evhttp_bound_socket *bound;
+	struct evhttp_bound_socket *bound[FRONT_LISTENERS_MAX];
+	int bound_fd[FRONT_LISTENERS_MAX]; /* their sockets (for a handover) */
+	size_t n_bound;
 	unsigned port;
 	struct conns *conns;
 	struct answerer *as;
@@ -341,24 +343,30 @@ static void on_landing(struct front *fr, struct fetch_landing *l)
 static void conn_limits_of(const struct cg_config *cfg, unsigned index,
 			   struct conn_limits *lim);
 
+/* Closes this loop's listening sockets (draining, stopping). A socket
+ * handed over to a new gateway stays open in it: connections keep queuing
+ * in its backlog. */
+static void stop_listening(struct front *fr)
+{
+	if (fr->n_bound == 0)
+		return;
+	conns_forget_listeners(fr->conns);
+	for (size_t i = 0; i < fr->n_bound; i++)
+		evhttp_del_accept_socket(fr->http, fr->bound[i]);
+	fr->n_bound = 0;
+}
+
 static void on_control(struct front *fr, struct front_msg *m)
 {
 	switch (m->what) {
 	case FRONT_DRAIN:
-		if (!fr->draining && fr->bound) {
-			conns_forget_listeners(fr->conns);
-			evhttp_del_accept_socket(fr->http, fr->bound);
-			fr->bound = NULL;
-		}
+		if (!fr->draining)
+			stop_listening(fr);
 		fr->draining = 1;
 		check_idle(fr);
 		break;
 	case FRONT_STOP:
-		if (fr->bound) {
-			conns_forget_listeners(fr->conns);
-			evhttp_del_accept_socket(fr->http, fr->bound);
-			fr->bound = NULL;
-		}
+		stop_listening(fr);
 		fr->stopping = 1;
 		check_idle(fr);
 		break;
@@ -867,13 +875,56 @@ static struct evconnlistener *listen_on(struct front *fr, const char *host, unsi
 	return l;
 }
 
+/* An evconnlistener on a dup of an inherited listening socket. */
+static struct evconnlistener *inherit(struct front *fr, int fd0, char *err, size_t err_size)
+{
+	struct evconnlistener *l = NULL;
+	int fd = dup(fd0);
+
+	/* evconnlistener_new takes the socket as it is: a blocking one would
+	 * block the loop in its accept(2) loop */
+	if (fd >= 0 && evutil_make_socket_nonblocking(fd) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	if (fd >= 0)
+		l = evconnlistener_new(fr->base, NULL, NULL,
+				       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (l == NULL) {
+		snprintf(err, err_size, "cannot accept on an inherited socket: %s",
+			 strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+	return l;
+}
+
+/* evhttp serves what `l` accepts; the connection set counts it. */
+static void bind_listener(struct front *fr, struct evconnlistener *l)
+{
+	CHECK(fr->n_bound < FRONT_LISTENERS_MAX);
+	fr->bound[fr->n_bound] = evhttp_bind_listener(fr->http, l);
+	AN(fr->bound[fr->n_bound]);
+	fr->bound_fd[fr->n_bound++] = evconnlistener_get_fd(l);
+	conns_add_listener(fr->conns, l);
+}
+
+size_t front_listen_fds(const struct front *fr, int *fds, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < fr->n_bound && n < max; i++)
+		fds[n++] = fr->bound_fd[i];
+	return n;
+}
+
 struct front *front_new(const struct front_shared *sh, unsigned index, unsigned port,
 			char *err, size_t err_size)
 {
 	struct front *fr = calloc(1, sizeof(*fr));
 	const struct cg_config *cfg = sh->cfg;
 	struct event_config *ecfg;
-	struct evconnlistener *l;
+	struct evconnlistener *l = NULL;
 	struct store_reader *reader;
 	struct conn_limits lim;
 	struct conn_events ev = {on_conns_changed, on_client_gone, fr};
@@ -930,35 +981,29 @@ struct front *front_new(const struct front_shared *sh, unsigned index, unsigned 
 	tv.tv_usec = (cfg->client_timeout_ms % 1000) * 1000;
 	evhttp_set_timeout_tv(fr->http, &tv);
 
-	if (sh->listen_fd >= 0) { /* every loop accepts on systemd's socket */
-		int fd = dup(sh->listen_fd);
+	if (sh->n_listen_fds > 0) {
+		/* inherited sockets (systemd's, or a handover's): this loop takes
+		 * every n-th, or shares one when there are fewer than loops */
+		size_t n = sh->n_listen_fds, loops = (size_t)cfg->threads;
 
-		/* evconnlistener_new takes the socket as it is: a blocking one
-		 * would block the loop in its accept(2) loop */
-		if (fd >= 0 && evutil_make_socket_nonblocking(fd) != 0) {
-			close(fd);
-			fd = -1;
+		if (n >= loops) {
+			for (size_t j = index; j < n; j += loops) {
+				if ((l = inherit(fr, sh->listen_fds[j], err, err_size)) == NULL)
+					break;
+				bind_listener(fr, l);
+			}
+		} else if ((l = inherit(fr, sh->listen_fds[index % n], err, err_size)) != NULL) {
+			bind_listener(fr, l);
 		}
-		l = fd < 0 ? NULL
-			   : evconnlistener_new(fr->base, NULL, NULL,
-						LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
-						fd);
-		if (l == NULL) {
-			snprintf(err, err_size, "cannot accept on the socket systemd passed: %s",
-				 strerror(errno));
-			if (fd >= 0)
-				close(fd);
-		}
-	} else {
-		l = listen_on(fr, cfg->listen.host, port, err, err_size);
+	} else if ((l = listen_on(fr, cfg->listen.host, port, err, err_size)) != NULL) {
+		bind_listener(fr, l);
 	}
 	if (l == NULL) {
 		front_free(fr);
 		return NULL;
 	}
-	fr->bound = evhttp_bind_listener(fr->http, l);
-	AN(fr->bound);
-	conns_add_listener(fr->conns, l);
+	l = fr->n_bound > 0 ? evhttp_bound_socket_get_listener(fr->bound[0]) : NULL;
+	AN(l);
 	fr->port = port;
 	if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &sslen) == 0) {
 		if (ss.ss_family == AF_INET)
@@ -986,7 +1031,7 @@ static void *front_main(void *arg)
 	 * pins of answers still being written) */
 	evhttp_free(fr->http);
 	fr->http = NULL;
-	fr->bound = NULL;
+	fr->n_bound = 0;
 	event_base_loop(fr->base, EVLOOP_NONBLOCK);
 	conns_own_thread(NULL);
 	tell_main(fr, FRONT_STOPPED);

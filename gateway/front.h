@@ -33,6 +33,7 @@
 #include "gateway/config.h"
 
 #define FRONT_THREADS_MAX 64
+#define FRONT_LISTENERS_MAX 64 /* listening sockets one loop accepts on */
 
 struct store;
 struct lru;
@@ -47,7 +48,8 @@ struct front_shared {
 	struct lru *lru;
 	struct fetcher *fetcher;
 	struct chan *events; /* the main loop's: FRONT_DRAINED, FRONT_STOPPED */
-	int listen_fd;       /* a listening socket to accept on (systemd's), or -1 */
+	const int *listen_fds; /* inherited listening sockets (systemd's, a handover's) */
+	size_t n_listen_fds;   /* 0: bind cfg->listen */
 	struct metrics *metrics; /* every loop's counters (fronts[index] is this one's) */
 	int access_fd;       /* the access log's descriptor, or -1: none */
 };
@@ -80,8 +82,10 @@ void front_msg_free(struct front_msg *m);
 /*
  * Front number `index`: its loop, evhttp and listening socket on
  * sh->cfg->listen (port: 0 picks one for the first front; the others pass
- * the port it got), or a dup of sh->listen_fd when that is set. Does not
- * run it yet. NULL with err set if it cannot listen (one line).
+ * the port it got), or dups of inherited sockets (sh->listen_fds): each loop
+ * takes every threads-th one, or shares one when there are fewer than
+ * loops. Does not run it yet. NULL with err set if it cannot listen (one
+ * line).
  */
 struct front *front_new(const struct front_shared *sh, unsigned index, unsigned port,
 			char *err, size_t err_size);
@@ -89,6 +93,10 @@ struct front *front_new(const struct front_shared *sh, unsigned index, unsigned 
 /* When the front's loop last ticked (CLOCK_MONOTONIC ms; any thread): a
  * loop that stops ticking is stuck. */
 int64_t front_heartbeat(const struct front *fr);
+
+/* The front's listening sockets (to hand over to a new gateway); at most
+ * max, returns how many. */
+size_t front_listen_fds(const struct front *fr, int *fds, size_t max);
 
 /* The port the front listens on. */
 unsigned front_port(const struct front *fr);

@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -48,6 +49,7 @@
 #include "gateway/config.h"
 #include "gateway/fetch.h"
 #include "gateway/front.h"
+#include "gateway/handover.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/startup.h"
@@ -79,8 +81,11 @@ struct app {
 	unsigned n_fronts;
 	unsigned n_started; /* their threads run */
 	unsigned n_drained, n_stopped;
-	int listen_fd;      /* inherited from systemd (LISTEN_FDS), or -1 */
+	int listen_fds[FRONT_THREADS_MAX]; /* inherited: systemd's (LISTEN_FDS) or a handover's */
+	size_t n_listen_fds;
+	const char *listen_from; /* "systemd", "a handover", or NULL */
 	struct admin *admin; /* NULL unless --admin-listen */
+	struct handover *handover; /* offering our sockets to a successor */
 	struct event *sync_timer;
 	struct event *watchdog;
 	struct timeval watchdog_every;
@@ -344,6 +349,26 @@ static void reload(struct app *app)
 	notify("READY=1");
 }
 
+/* Stops accepting everywhere and drains (SIGTERM, SIGINT, a handover). */
+static void begin_drain(struct app *app, const char *why)
+{
+	if (app->draining)
+		return;
+	app->draining = 1;
+	notify("STOPPING=1");
+	cglog(CGLOG_INFO, "%s: no new connections, draining %zu upstream fetch(es)", why,
+	      fetcher_flights(app->fetcher));
+	set_timer(app->deadline, app->cfg->shutdown_timeout_ms);
+	for (unsigned i = 0; i < app->n_fronts; i++)
+		front_post(app->fronts[i], front_msg_new(FRONT_DRAIN, i));
+}
+
+/* A successor took our listening sockets: drain and go. */
+static void on_handed_over(void *arg)
+{
+	begin_drain(arg, "handover");
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct app *app = arg;
@@ -380,13 +405,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		on_deadline(-1, 0, app);
 		return;
 	}
-	app->draining = 1;
-	notify("STOPPING=1");
-	cglog(CGLOG_INFO, "%s: no new connections, draining %zu upstream fetch(es)",
-	      sig == SIGTERM ? "SIGTERM" : "SIGINT", fetcher_flights(app->fetcher));
-	set_timer(app->deadline, app->cfg->shutdown_timeout_ms);
-	for (unsigned i = 0; i < app->n_fronts; i++)
-		front_post(app->fronts[i], front_msg_new(FRONT_DRAIN, i));
+	begin_drain(app, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
 /* Raises the soft open-file limit to what the settings need. */
@@ -435,7 +454,7 @@ static void log_fd_budget(const struct cg_config *cfg)
 static int start_fronts(struct app *app, char *err, size_t err_size)
 {
 	struct front_shared sh = {app->cfg, app->store, app->lru, app->fetcher, app->events,
-				  app->listen_fd, app->metrics, app->access_fd};
+				  app->listen_fds, app->n_listen_fds, app->metrics, app->access_fd};
 	unsigned port = app->cfg->listen.port;
 	sigset_t all, old;
 	int rc = 0;
@@ -463,21 +482,78 @@ static int start_fronts(struct app *app, char *err, size_t err_size)
 	return rc;
 }
 
-/* A listening socket from systemd (socket activation), or -1. */
-static int inherited_listener(char *err, size_t err_size)
+/* Listening sockets from systemd (socket activation), when it passed
+ * some. 0, or -1 with err. */
+static int inherited_listeners(struct app *app, char *err, size_t err_size)
 {
 	int n = sd_listen_fds(1);
 
 	if (n <= 0)
+		return 0;
+	if (n > FRONT_THREADS_MAX) {
+		snprintf(err, err_size, "systemd passed %d sockets; at most %d are used", n,
+			 FRONT_THREADS_MAX);
 		return -1;
-	if (n > 1)
-		snprintf(err, err_size, "systemd passed %d sockets; using the first", n);
-	if (sd_is_socket(SD_LISTEN_FDS_START, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
-		snprintf(err, err_size, "the socket systemd passed is not a listening "
-			 "stream socket");
-		return -2;
 	}
-	return SD_LISTEN_FDS_START;
+	for (int i = 0; i < n; i++) {
+		if (sd_is_socket(SD_LISTEN_FDS_START + i, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+			snprintf(err, err_size, "socket %d systemd passed is not a listening "
+				 "stream socket", i);
+			return -1;
+		}
+		app->listen_fds[app->n_listen_fds++] = SD_LISTEN_FDS_START + i;
+	}
+	app->listen_from = "systemd";
+	return 0;
+}
+
+/*
+ * --takeover: the running gateway's listening sockets (handover.h), then
+ * its cache directory's lock, once it has drained and exited. With no
+ * gateway running there, a normal start.
+ */
+static int take_over(struct app *app, char *err, size_t err_size)
+{
+	char lock_path[CONFIG_PATH_MAX + 16];
+	int64_t waited = 0, limit = 2 * app->cfg->shutdown_timeout_ms + 10000;
+	int n, fd;
+
+	if (app->n_listen_fds > 0) {
+		snprintf(err, err_size, "takeover: systemd passed the sockets already "
+			 "(systemctl restart needs no --takeover)");
+		return -1;
+	}
+	n = handover_take(app->cfg->cache_dir, app->listen_fds, FRONT_THREADS_MAX, err,
+			  err_size);
+	if (n < 0)
+		return -1;
+	if (n == 0) {
+		cglog(CGLOG_INFO, "takeover: no gateway runs on %s; starting as usual",
+		      app->cfg->cache_dir);
+		return 0;
+	}
+	app->n_listen_fds = (size_t)n;
+	app->listen_from = "a handover";
+	cglog(CGLOG_INFO, "takeover: %d listening socket(s) taken; waiting for the old "
+	      "gateway to drain and exit", n);
+	/* its lock goes when it exits; connections wait in the sockets' backlog */
+	snprintf(lock_path, sizeof(lock_path), "%s/gateway.lock", app->cfg->cache_dir);
+	for (;;) {
+		fd = open(lock_path, O_RDWR | O_CLOEXEC);
+		if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			if (fd >= 0)
+				close(fd); /* store_open takes it for good */
+			return 0;
+		}
+		close(fd);
+		if (waited >= limit) {
+			snprintf(err, err_size, "takeover: the old gateway still holds "
+				 "%.300s after %lld ms", lock_path, (long long)waited);
+			return -1;
+		}
+		usleep(50000);
+		waited += 50;
+	}
 }
 
 static int add_signals(struct app *app)
@@ -509,7 +585,6 @@ int main(int argc, char **argv)
 	memset(&app, 0, sizeof(app));
 	app.argc = argc;
 	app.argv = argv;
-	app.listen_fd = -1;
 	app.access_fd = -1;
 	app.cfg = malloc(sizeof(*app.cfg));
 	AN(app.cfg);
@@ -556,13 +631,11 @@ int main(int argc, char **argv)
 	}
 	err[0] = '\0';
 	if (ensure_fd_limit(app.cfg, err, sizeof(err)) != 0 ||
-	    (app.listen_fd = inherited_listener(err, sizeof(err))) == -2) {
+	    inherited_listeners(&app, err, sizeof(err)) != 0) {
 		fprintf(stderr, "contacts-gateway: %s\n", err);
 		free(app.cfg);
 		return 2;
 	}
-	if (err[0])
-		cglog(CGLOG_WARN, "%s", err);
 	signal(SIGPIPE, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "contacts-gateway: curl_global_init failed\n");
@@ -576,6 +649,11 @@ int main(int argc, char **argv)
 	app.up = upstream_new(app.base, &ucfg);
 	if (app.up == NULL) {
 		fprintf(stderr, "contacts-gateway: cannot set up the upstream client\n");
+		goto out;
+	}
+	if (app.cfg->takeover && take_over(&app, err, sizeof(err)) != 0) {
+		fprintf(stderr, "contacts-gateway: %s\n", err);
+		rc = 2;
 		goto out;
 	}
 	app.store = store_open(app.cfg->cache_dir, app.cfg->cache_size,
@@ -611,8 +689,20 @@ int main(int argc, char **argv)
 		rc = 2; /* the listen address is busy or not ours */
 		goto out;
 	}
-	if (app.listen_fd >= 0)
-		close(app.listen_fd); /* every front has its own dup */
+	for (size_t i = 0; i < app.n_listen_fds; i++)
+		close(app.listen_fds[i]); /* the fronts have their own dups */
+	{
+		int fds[HANDOVER_FDS_MAX];
+		size_t n = 0;
+
+		for (unsigned i = 0; i < app.n_fronts && n < HANDOVER_FDS_MAX; i++)
+			n += front_listen_fds(app.fronts[i], fds + n, HANDOVER_FDS_MAX - n);
+		app.handover = handover_offer(app.base, app.cfg->cache_dir, fds, n,
+					      on_handed_over, &app, err, sizeof(err));
+		if (app.handover == NULL)
+			cglog(CGLOG_WARN, "%s; a restart with --takeover will not find this "
+			      "gateway", err);
+	}
 	if (app.cfg->admin_listen.host[0] != '\0') {
 		app.admin = admin_new(app.base, app.cfg, app.store, app.fetcher, err,
 				      sizeof(err));
@@ -645,7 +735,10 @@ int main(int argc, char **argv)
 	cglog(CGLOG_INFO, "contacts-gateway %s%s%s listening on %s:%u%s, upstream %s, cache %s, "
 	      "%ld front loop(s)%s", CG_VERSION, app.cfg->instance_name[0] ? " " : "",
 	      app.cfg->instance_name, app.cfg->listen.host,
-	      front_port(app.fronts[0]), app.listen_fd >= 0 ? " (socket from systemd)" : "",
+	      front_port(app.fronts[0]),
+	      app.listen_from ? (strcmp(app.listen_from, "systemd") == 0 ? " (socket from systemd)"
+									 : " (sockets handed over)")
+			      : "",
 	      shown_url, app.cfg->cache_dir, app.cfg->threads,
 	      fetcher_offline(app.fetcher, 0) ? ", offline" : "");
 	notify("READY=1");
@@ -660,6 +753,7 @@ out:
 	}
 	for (unsigned i = 0; i < app.n_fronts; i++)
 		front_free(app.fronts[i]); /* joins */
+	handover_free(app.handover);
 	admin_free(app.admin);
 	fetcher_free(app.fetcher);
 	chan_free(app.events);

@@ -12,7 +12,12 @@
 - socket activation: with LISTEN_FDS/LISTEN_PID the gateway accepts on the
   socket it inherits (fd 3) instead of binding; a restart on that socket
   (the old process drains, the new one starts on the same socket) loses no
-  request: a client loop across it sees only 200s.
+  request: a client loop across it sees only 200s;
+- --takeover without systemd: a new gateway on the same cache directory
+  takes the running one's listening sockets over DIR/gateway.sock, the old
+  one drains and exits by itself, the new one serves from the same sockets
+  (even with another --threads): concurrent clients across it see only
+  200s; with no gateway running, --takeover is a normal start.
 """
 import os
 import signal
@@ -185,7 +190,7 @@ def sd_notify_ready_reloading_stopping_and_watchdog():
         ns.close()
 
 
-def activated(listener, conf, *extra):
+def activated(listener, conf, *extra, wait_listen=True):
     """A gateway started as systemd would with socket activation: the
     listening socket as fd 3, LISTEN_FDS=1, LISTEN_PID its own pid (set by
     the shell that execs it)."""
@@ -194,7 +199,8 @@ def activated(listener, conf, *extra):
     # the child gets the socket at fd 3: dup it there in the shell
     cmd = ["/bin/sh", "-c", 'exec 3<&%d; export LISTEN_PID=$$; exec "$@"' % fd, "sh"]
     return h.Proc(cmd + h.WRAP + [a.gateway, "--config", conf, "--listen", "127.0.0.1:0"]
-                  + list(extra), "gateway", env=env, pass_fds=(fd,))
+                  + list(extra), "gateway", env=env, pass_fds=(fd,),
+                  wait_listen=wait_listen)
 
 
 @run.test
@@ -236,6 +242,80 @@ def socket_activation_and_a_restart_that_loses_no_request():
         print("    %d requests across the restart, all 200" % len(seen))
     finally:
         h.stop_gateway(g)
+        listener.close()
+
+
+@run.test
+def takeover_restart_loses_no_request():
+    cache = h.tmpdir("c6")
+    conf = write_conf("six.conf", base_conf(cache, "ttl = 60\n"))
+    # nothing to take over: a normal start that offers its sockets
+    old = start_with(conf, "--threads", "2", "--takeover")
+    new = None
+    try:
+        assert "no gateway runs on" in old.read_log(), old.tail()
+        assert os.path.exists(os.path.join(cache, "gateway.sock"))
+        port = old.port
+        assert h.contacts(port, "days=61").status == 200
+        stop = threading.Event()
+        seen = []
+        lock = threading.Lock()
+
+        def client(n):
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    r = h.contacts(port, "days=%d" % (62 + (n * 7 + i) % 20), timeout=30)
+                    got = r.status
+                except Exception as e:  # a refusal or a reset would show here
+                    got = repr(e)
+                with lock:
+                    seen.append(got)
+                time.sleep(0.005)
+
+        ts = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(4)]
+        for t in ts:
+            t.start()
+        time.sleep(0.5)
+        before = len(seen)
+        # another thread count: the two sockets go to one loop
+        new = start_with(conf, "--threads", "1", "--takeover")
+        assert old.wait(15) == 0, old.tail()
+        assert new.port == port, (new.port, port)
+        time.sleep(0.5)
+        stop.set()
+        for t in ts:
+            t.join(30)
+        bad = [x for x in seen if x != 200]
+        assert len(seen) > before and not bad, ("answers across the takeover",
+                                                len(seen), bad[:5])
+        assert "handover: 2 listening socket(s) handed to a new gateway" in old.read_log(), \
+            old.tail()
+        assert "sockets handed over" in new.read_log(), new.tail()
+        # the new one offers in turn; the old one's socket name is the new one's
+        assert os.path.exists(os.path.join(cache, "gateway.sock"))
+        r = h.contacts(port, "days=61")
+        assert r.status == 200 and "hit" in (r.header("cache-status") or ""), r.headers
+        print("    %d requests from 4 clients across the takeover, all 200" % len(seen))
+    finally:
+        h.stop_gateway(old)
+        if new is not None:
+            h.stop_gateway(new)
+
+
+@run.test
+def takeover_is_refused_with_systemds_socket():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    cache = h.tmpdir("c7")
+    conf = write_conf("seven.conf", base_conf(cache))
+    g = activated(listener, conf, "--takeover", wait_listen=False)
+    try:
+        assert g.wait(10) == 2
+        assert "systemctl restart needs no --takeover" in g.read_log(), g.tail()
+    finally:
         listener.close()
 
 
