@@ -164,6 +164,51 @@ int sim_org_build(struct sim_org *org, const char *key, uint64_t seed,
 	return 0;
 }
 
+/* --data adversarial: names whose JSON needs escapes, or looks like JSON. */
+static const char *const hostile_names[] = {
+	"Ana \"La Jefa\" Rojas",
+	"C:\\Users\\ana\\",
+	"]},{\"id\":\"x\"}]",
+	"\",\"updated_at\":\"2099-01-01T00:00:00.000Z",
+	"\"last_message_at\":\"2000-01-01T00:00:00.000Z\"}",
+	"tab\there\nnew\rline",
+	"\x01\x1f control \x7f",
+	"\\\"",
+	"\\u0022 not an escape",
+	"emoji \xf0\x9f\x98\x80 \xf0\x9f\x87\xa8\xf0\x9f\x87\xb1",
+	"\xe6\x9d\x8e\xe5\xb0\x8f\xe9\xbe\x8d Zh\xc5\x8du",
+	"\xd9\x85\xd8\xb1\xd8\xad\xd8\xa8\xd8\xa7 rtl",
+	"e\xcc\x81 combining",
+	"\xe2\x80\xa8 separators \xe2\x80\xa9",
+	"bad \xff\xfe utf8 \xc3",
+	"{[(<,>)]}",
+	"null",
+	"/* \"\" */ //",
+};
+
+void sim_org_adversarial(struct sim_org *org, uint64_t seed, int64_t now_ms)
+{
+	static const int64_t grains[] = {DAY_MS, 3600000, 1000};
+	uint64_t s = seed ^ UINT64_C(0x616476657273);
+
+	s = rng_next(&s) ^ key_hash(org->key);
+	for (size_t i = 0; i < org->n; i++) {
+		struct sim_contact *c = &org->contacts[i];
+		int64_t g = grains[rng_below(&s, N(grains))];
+		/* down to the grid now - k * g: monotone, so the order between
+		 * a contact's own times survives, and never later than now */
+		int64_t *t[3] = {&c->created_ms, &c->updated_ms, &c->last_message_ms};
+
+		for (int k = 0; k < 3; k++)
+			*t[k] = now_ms - (now_ms - *t[k] + g - 1) / g * g;
+		if (rng_below(&s, 2)) {
+			const char *h = hostile_names[rng_below(&s, N(hostile_names))];
+
+			snprintf(c->name, sizeof(c->name), "%s", h);
+		}
+	}
+}
+
 void sim_org_free(struct sim_org *org)
 {
 	free(org->contacts);

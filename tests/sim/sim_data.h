@@ -38,7 +38,7 @@ struct evbuffer;
 
 struct sim_contact {
 	char id[SIM_UUID_LEN + 1];
-	char name[40];
+	char name[96];              /* 40 would do, but --data adversarial */
 	char phone[20];             /* "" is null */
 	char email[64];             /* "" is null */
 	const char *platform;       /* static string */
@@ -71,6 +71,20 @@ struct sim_org {
  */
 int sim_org_build(struct sim_org *org, const char *key, uint64_t seed,
 		  size_t n_contacts, int64_t now_ms);
+
+/*
+ * --data adversarial (docs/simulator.md): reshapes a built org for the
+ * derivation tests. Every contact's three timestamps are snapped down, by
+ * one grain per contact (a day, an hour or a second, counted back from
+ * now_ms), so equal timestamps are common and fall exactly on `days` cuts;
+ * about half the contacts get a name from a list of hostile strings
+ * (quotes, backslashes, brackets, a fake "updated_at", control bytes,
+ * 4-byte UTF-8, invalid UTF-8). The invariants of the data model still
+ * hold, except that a snapped created_at may lie up to a day before the
+ * 400-day span. Deterministic, from its own stream of `seed` and the key:
+ * the normal data set is unchanged by its existence.
+ */
+void sim_org_adversarial(struct sim_org *org, uint64_t seed, int64_t now_ms);
 
 /* Frees what sim_org_build() allocated; `org` may then be built again. */
 void sim_org_free(struct sim_org *org);

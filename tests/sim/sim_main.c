@@ -822,7 +822,8 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: contacts-sim [--listen HOST:PORT] [--seed N] [--contacts N]\n"
-		"                    [--now TIME] [--keys K1,K2,...] [--latency-ms N] [--help]\n"
+		"                    [--now TIME] [--keys K1,K2,...] [--latency-ms N]\n"
+		"                    [--data normal|adversarial] [--help]\n"
 		"A deterministic simulator of GET /api/public/contacts (docs/simulator.md).\n"
 		"  --listen HOST:PORT  default 127.0.0.1:8090; port 0: any free port\n"
 		"  --seed N            data set seed, default 42\n"
@@ -832,6 +833,8 @@ static void usage(FILE *out)
 		"  --keys K1,K2,...    API keys, each its own organisation (at most %d),\n"
 		"                      default sim-key-alpha,sim-key-bravo,sim-key-charlie\n"
 		"  --latency-ms N      delay every answer by N ms (at most %ld), default 0\n"
+		"  --data MODE         normal (default) or adversarial: equal timestamps\n"
+		"                      on day/hour/second grids, hostile names\n"
 		"Control API: GET /__sim/stats, GET /__sim/orgs, POST /__sim/reset, /__sim/latency?ms=N,\n"
 		"/__sim/fault?kind=K[&count=N][&key=K][&status=S][&retry_after=S][&ms=MS],\n"
 		"/__sim/faults/clear.\n",
@@ -909,6 +912,7 @@ int main(int argc, char **argv)
 	char host[HOST_MAX] = "127.0.0.1";
 	uint64_t port = 8090, seed = 42, contacts = 2000, n;
 	size_t n_keys;
+	int adversarial = 0;
 	struct evhttp_bound_socket *bound;
 	struct event *sigterm, *sigint;
 	struct sockaddr_storage ss;
@@ -927,7 +931,8 @@ int main(int argc, char **argv)
 		if (strncmp(a, "--", 2) != 0 || strchr(a, '=') != NULL ||
 		    !(strcmp(a, "--listen") == 0 || strcmp(a, "--seed") == 0 ||
 		      strcmp(a, "--contacts") == 0 || strcmp(a, "--latency-ms") == 0 ||
-		      strcmp(a, "--now") == 0 || strcmp(a, "--keys") == 0))
+		      strcmp(a, "--now") == 0 || strcmp(a, "--keys") == 0 ||
+		      strcmp(a, "--data") == 0))
 			return bad_arg("option", a);
 		if (v == NULL)
 			return bad_arg("option (missing value)", a);
@@ -950,6 +955,10 @@ int main(int argc, char **argv)
 				sim.now_ms = (int64_t)n * 1000;
 			else if (sim_parse_time(v, strlen(v), &sim.now_ms) != 0)
 				return bad_arg("--now", v);
+		} else if (strcmp(a, "--data") == 0) {
+			if (strcmp(v, "normal") != 0 && strcmp(v, "adversarial") != 0)
+				return bad_arg("--data", v);
+			adversarial = strcmp(v, "adversarial") == 0;
 		} else if (parse_keys(v, keys, &n_keys) != 0) {
 			return bad_arg("--keys", v);
 		}
@@ -960,6 +969,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "contacts-sim: out of memory\n");
 			return 1;
 		}
+		if (adversarial)
+			sim_org_adversarial(&sim.orgs[i], seed, sim.now_ms);
 		sim.n_orgs++;
 	}
 	signal(SIGPIPE, SIG_IGN);
