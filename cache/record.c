@@ -10,6 +10,8 @@
  *  72  u64 body_len        80  query, ctype, body bytes
  *  then, for each representation whose bit is set in flags (bit ENC_GZIP,
  *  ENC_BR, ENC_ZSTD of policy/encoding.h, in that order): u64 length, bytes
+ *  (flags bits 8-10: the derive rule that made the answer from another,
+ *  store_entry.derived; none for the vendor's own)
  *  end-8  u64 XXH3-64 of every byte before it
  *
  * A record verifies when its size is exactly 88 + the three lengths + the
@@ -29,6 +31,8 @@
 #define RECORD_MAGIC 0x31524743u /* "CGR1" little-endian */
 #define RECORD_VERSION 1
 #define RECORD_ENC_FLAGS (ENC_BIT(ENC_GZIP) | ENC_BIT(ENC_BR) | ENC_BIT(ENC_ZSTD))
+#define RECORD_DERIVED_SHIFT 8
+#define RECORD_DERIVED_FLAGS ((uint16_t)(STORE_DERIVED_MASK << RECORD_DERIVED_SHIFT))
 
 static void put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
@@ -44,6 +48,8 @@ size_t record_size(const struct store_entry *e)
 
 	if (e->query_len > STORE_QUERY_MAX || e->content_type_len > STORE_CTYPE_MAX ||
 	    e->body_len > big)
+		return 0;
+	if (e->derived & ~STORE_DERIVED_MASK)
 		return 0;
 	size = RECORD_HEAD_LEN + e->query_len + e->content_type_len + e->body_len +
 	       RECORD_TAIL_LEN;
@@ -66,6 +72,7 @@ void record_write(uint8_t *p, const struct store_entry *e)
 	for (int k = ENC_GZIP; k < ENC_N; k++)
 		if (e->enc[k].len)
 			flags |= (uint16_t)ENC_BIT(k);
+	flags |= (uint16_t)(e->derived << RECORD_DERIVED_SHIFT);
 	put_u32(p, RECORD_MAGIC);
 	put_u16(p + 4, RECORD_VERSION);
 	put_u16(p + 6, flags);
@@ -110,7 +117,7 @@ enum store_status record_decode(const void *rec, size_t size, const uint8_t *id,
 	    get_u16(p + 4) != RECORD_VERSION)
 		return STORE_CORRUPT;
 	flags = get_u16(p + 6);
-	if (flags & ~RECORD_ENC_FLAGS)
+	if (flags & ~(RECORD_ENC_FLAGS | RECORD_DERIVED_FLAGS))
 		return STORE_CORRUPT;
 	query_len = get_u32(p + 64);
 	ctype_len = get_u32(p + 68);
@@ -149,6 +156,7 @@ enum store_status record_decode(const void *rec, size_t size, const uint8_t *id,
 	e->stored_ms = (int64_t)get_u64(p + 8);
 	e->expires_ms = (int64_t)get_u64(p + 16);
 	e->etag = get_u64(p + 24);
+	e->derived = (flags & RECORD_DERIVED_FLAGS) >> RECORD_DERIVED_SHIFT;
 	memcpy(e->keyhash, p + 32, STORE_KEYHASH_LEN);
 	e->query = (const char *)p + RECORD_HEAD_LEN;
 	e->query_len = query_len;

@@ -46,6 +46,7 @@
 #define STORE_QUERY_MAX 4096        /* longest canonical query stored */
 #define STORE_CTYPE_MAX 256         /* longest Content-Type stored */
 #define STORE_ERROR_MAX 256         /* store_last_error's longest text */
+#define STORE_DERIVED_MASK 7u       /* store_entry.derived: enum derive_rule bits */
 
 struct store;
 struct store_view;
@@ -65,6 +66,8 @@ struct store_entry {
 	int64_t stored_ms;  /* when the answer came, ms since the epoch */
 	int64_t expires_ms; /* when it stops being fresh */
 	uint64_t etag;      /* XXH3-64 of the body; set by store_put */
+	unsigned derived;   /* 0: the vendor's answer; else the derive rule
+			     * (policy/derive.h) that made it from another */
 	uint8_t keyhash[STORE_KEYHASH_LEN];
 	const char *query;
 	size_t query_len;

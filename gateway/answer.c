@@ -32,6 +32,7 @@
 #include "gateway/fetch.h"
 #include "gateway/log.h"
 #include "policy/check.h"
+#include "policy/derive.h"
 #include "policy/encoding.h"
 #include "policy/ttl.h"
 
@@ -481,6 +482,8 @@ static enum served serve_entry(struct answerer *as, struct evhttp_request *req,
 	stale = ttl_is_stale(e.expires_ms, now);
 	if (stale && (how->max_stale_ms < 0 || now - e.expires_ms >= how->max_stale_ms))
 		return TOO_STALE;
+	if (how->young_ms > 0 && now - e.stored_ms >= how->young_ms)
+		return TOO_OLD;
 	lru_touch(as->lru, id, now);
 	how->served_stale = stale;
 	if (as->note)
@@ -503,9 +506,14 @@ static enum served serve_entry(struct answerer *as, struct evhttp_request *req,
 	else
 		n = snprintf(status, sizeof(status), ANSWER_STATUS_NAME "; hit; ttl=%" PRId64,
 			     ttl);
-	if (stale && how->detail)
+	if ((stale || how->show_detail) && how->detail)
 		n += snprintf(status + n, sizeof(status) - (size_t)n, "; detail=%s",
 			      how->detail);
+	else if (e.derived)
+		n += snprintf(status + n, sizeof(status) - (size_t)n, "; detail=derived");
+	if (e.derived) /* the rule that cut it from another stored answer */
+		n += snprintf(status + n, sizeof(status) - (size_t)n, "; rule=%s",
+			      derive_rule_name((enum derive_rule)e.derived));
 	if (how->collapsed)
 		snprintf(status + n, sizeof(status) - (size_t)n, "; collapsed");
 	snprintf(age, sizeof(age), "%" PRId64,
@@ -686,6 +694,52 @@ static void log_stale(struct answerer *as, const struct waited *w, const char *w
 	      why ? why : "stale-if-error", w->key_id ? w->key_id : "?");
 }
 
+/*
+ * A flight the fetch layer answered from another stored answer (--derive):
+ * from the entry it stored, as any hit (negotiated, its ETag, 304, Age and
+ * TTL of the source, Cache-Status detail=derived); if it could not store
+ * it, from the landing's body as it is.
+ */
+static void answer_derived(struct answerer *as, struct evhttp_request *req,
+			   const struct waited *w, const struct fetched *f)
+{
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	struct serve_how how = {.max_stale_ms = -1, .collapsed = w->collapsed};
+	char status[160], age[24];
+	struct evbuffer *body;
+	int64_t now = wall_ms(as);
+
+	if (f->stored && answer_stored(as, req, w->id, &how) == SERVED) {
+		if (as->note)
+			as->note->cache = MC_DERIVED;
+		return;
+	}
+	if (as->note)
+		as->note->cache = MC_DERIVED;
+	snprintf(status, sizeof(status),
+		 ANSWER_STATUS_NAME "; hit; ttl=%" PRId64 "; detail=derived; rule=%s%s",
+		 ttl_left_s(f->expires_ms, now), derive_rule_name((enum derive_rule)f->derived),
+		 w->collapsed ? "; collapsed" : "");
+	snprintf(age, sizeof(age), "%" PRId64,
+		 now > f->stored_ms ? (now - f->stored_ms) / 1000 : 0);
+	for (size_t i = 0; i < f->n_headers; i++)
+		evhttp_add_header(out, f->headers[i].name, f->headers[i].value);
+	evhttp_add_header(out, "Cache-Status", status);
+	evhttp_add_header(out, "Age", age);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		set_content_length(out, f->body_len);
+		answer_send(as, req, 200, NULL);
+		return;
+	}
+	body = evbuffer_new();
+	AN(body);
+	fetched_hold((struct fetched *)f);
+	CHECK(evbuffer_add_reference(body, f->body, f->body_len, release_fetched,
+				     (void *)f) == 0);
+	answer_send(as, req, 200, body);
+	evbuffer_free(body);
+}
+
 void answer_landed(struct answerer *as, struct evhttp_request *req,
 		   const struct waited *w, const struct fetched *f)
 {
@@ -696,17 +750,23 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 
 	CHECK_OBJ_NOTNULL(as, ANSWERER_MAGIC);
 	CHECK_OBJ_NOTNULL(f, FETCHED_MAGIC);
+	if (f->derived) {
+		answer_derived(as, req, w, f);
+		return;
+	}
 	if (as->note && f->asked) { /* a stored answer standing in says hit/stale */
 		as->note->cache = w->refresh ? MC_BYPASS : w->collapsed ? MC_COLLAPSED : MC_MISS;
 		as->note->upstream_ms = f->total_ms;
 		if (f->result == UPSTREAM_OK)
 			as->note->upstream_status = (int)f->status;
 	}
-	/* a failure or a refusal: a stored answer stands in, if allowed */
-	if ((f->failed || !f->asked) && !w->refresh && f->refusal != ADMIT_ABANDONED &&
-	    f->refusal != REFUSED_UNAUTHORIZED) {
+	/* a failure or a refusal: a stored answer stands in, if allowed (for a
+	 * no-cache refresh, only a fresh one in place of our own refusal) */
+	if ((f->failed || !f->asked) && (!w->refresh || (w->revalidate && !f->asked)) &&
+	    f->refusal != ADMIT_ABANDONED && f->refusal != REFUSED_UNAUTHORIZED) {
 		struct serve_how how = {
-			.max_stale_ms = stale_allowance(as, f->refusal),
+			.max_stale_ms = w->refresh ? -1 : stale_allowance(as, f->refusal),
+			.show_detail = w->refresh,
 			.fwd_status = !f->asked ? 0
 				      : f->result == UPSTREAM_OK ? (int)f->status
 				      : upstream_result_status(f->result),

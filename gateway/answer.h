@@ -99,6 +99,8 @@ struct serve_how {
 	int fwd_status;       /* the upstream was asked and said this (0: not asked) */
 	const char *detail;   /* why a stale answer, or NULL */
 	int collapsed;        /* a coalesced follower */
+	int64_t young_ms;     /* > 0: only an answer stored less than this ago */
+	int show_detail;      /* say `detail` even on a fresh answer */
 	int served_stale;     /* out: the answer served was past its expiry */
 };
 
@@ -106,6 +108,7 @@ enum served {
 	SERVED = 1,  /* answered */
 	NOT_STORED,  /* nothing usable stored (absent, or failed its check) */
 	TOO_STALE,   /* stored, but further past its expiry than allowed */
+	TOO_OLD,     /* stored and fresh, but older than how->young_ms */
 };
 
 /* Answers from the entry under `id` if it is fresh, or stale within
@@ -118,6 +121,8 @@ struct waited {
 	const uint8_t *id; /* the entry id (a stored answer may stand in) */
 	const char *key_id; /* for the log line when one does */
 	int refresh;       /* asked with no-cache: never a stored answer */
+	int revalidate;    /* ... but under revalidate a fresh one stands in for a
+			    * refresh the gateway's own limits refused */
 	int had_stale;     /* an expired answer was stored (fwd=stale) */
 	int collapsed;     /* a follower of the flight */
 };

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "policy/derive.h"
 #include "policy/encoding.h"
 #include "policy/ttl.h"
 
@@ -28,6 +29,8 @@ enum opt_type {
 	OPT_LEVEL,
 	OPT_LOGFMT,   /* "text" or "json" (int 0/1) */
 	OPT_CODINGS,  /* a list of content codings, or "off" (unsigned ENC_BIT mask) */
+	OPT_RULES,    /* a list of derive rules, "all" or "off" (unsigned derive_rule bits) */
+	OPT_NOCACHE,  /* ignore, revalidate or honour (int enum client_no_cache) */
 	OPT_TTL,      /* uint32_t seconds, or "inherit" (TTL_INHERIT); a duration */
 	OPT_SECONDS,  /* uint32_t seconds; a duration (bare: s) */
 	OPT_FLAG,     /* int 0/1; a bare --flag means 1 */
@@ -164,6 +167,14 @@ static const struct opt opts[] = {
 	 "upstream requests per client address at once, above client-rate"},
 	{"unauthorized-ttl", OPT_SECONDS, OFF(unauthorized_ttl_s), 0, 3600, "10", "SECONDS",
 	 "a vendor 401 for a key is answered locally this long (0: off)"},
+	{"derive", OPT_RULES, OFF(derive), 0, 0, "off", "RULES",
+	 "answer a miss from a fresh stored answer of the same key that holds it: pages, "
+	 "cursors, days (comma-separated), all, or off"},
+	{"client-no-cache", OPT_NOCACHE, OFF(client_no_cache), 0, 0, "revalidate", "POLICY",
+	 "a client's Cache-Control/Pragma no-cache: ignore, revalidate (refresh answers "
+	 "older than no-cache-min-age) or honour (refresh every time)"},
+	{"no-cache-min-age", OPT_SECONDS, OFF(no_cache_min_age_s), 0, 86400, "5", "SECONDS",
+	 "with client-no-cache revalidate: answers younger than this are served as stored"},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -174,6 +185,40 @@ static const struct opt *find_opt(const char *name, size_t len)
 		if (strlen(opts[i].name) == len && memcmp(opts[i].name, name, len) == 0)
 			return &opts[i];
 	return NULL;
+}
+
+/* "pages,cursors", "all" or "off" as enum derive_rule bits; -1 if not. */
+static int parse_rules(const char *value, unsigned *out)
+{
+	unsigned mask = 0;
+
+	if (strcmp(value, "off") == 0) {
+		*out = 0;
+		return 0;
+	}
+	if (strcmp(value, "all") == 0) {
+		*out = DERIVE_RULE_ALL;
+		return 0;
+	}
+	while (*value) {
+		size_t len = strcspn(value, ",");
+		unsigned bit = 0;
+
+		for (unsigned b = DERIVE_RULE_PAGES; b & DERIVE_RULE_ALL; b <<= 1)
+			if (strlen(derive_rule_name((enum derive_rule)b)) == len &&
+			    memcmp(derive_rule_name((enum derive_rule)b), value, len) == 0)
+				bit = b;
+		if (bit == 0)
+			return -1;
+		mask |= bit;
+		value += len;
+		if (*value == ',' && *++value == '\0')
+			return -1; /* a trailing comma */
+	}
+	if (mask == 0)
+		return -1;
+	*out = mask;
+	return 0;
 }
 
 /* Strict unsigned decimal: digits only, no sign, no overflow. */
@@ -480,6 +525,26 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 			return -1;
 		}
 		return 0;
+	case OPT_RULES:
+		if (parse_rules(value, (unsigned *)(void *)field) != 0) {
+			snprintf(err, err_size, "%s: '%s' is not a list of pages, cursors, days, "
+				 "or all, or off", name, value);
+			return -1;
+		}
+		return 0;
+	case OPT_NOCACHE: {
+		static const char *const policies[] = {"ignore", "revalidate", "honour"};
+
+		for (int i = 0; i < 3; i++) {
+			if (strcmp(value, policies[i]) == 0) {
+				*(int *)(void *)field = i; /* enum client_no_cache's order */
+				return 0;
+			}
+		}
+		snprintf(err, err_size, "%s: '%s' is not ignore, revalidate or honour", name,
+			 value);
+		return -1;
+	}
 	case OPT_LOGFMT:
 		if (strcmp(value, "text") != 0 && strcmp(value, "json") != 0) {
 			snprintf(err, err_size, "%s: '%s' is not text or json", name, value);

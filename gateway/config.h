@@ -108,8 +108,22 @@ struct cg_config {
 	double client_rate;            /* upstream requests/s per client address; 0 off */
 	long client_burst;
 	uint32_t unauthorized_ttl_s;   /* a vendor 401 answered locally this long; 0 off */
+	/* the economy */
+	unsigned derive;               /* enum derive_rule bits: answers derived from stored ones */
+	int client_no_cache;           /* enum client_no_cache: a client's no-cache */
+	uint32_t no_cache_min_age_s;   /* revalidate: younger answers are served as they are */
 	/* not a setting: CONFIG_WARN_* bits, for startup_warn() */
 	unsigned warn;
+};
+
+/* --client-no-cache: what a request's Cache-Control: no-cache (or Pragma:
+ * no-cache) does. */
+enum client_no_cache {
+	CNC_IGNORE = 0,  /* nothing: answered as any request */
+	CNC_REVALIDATE,  /* a stored answer younger than no-cache-min-age is served;
+			  * an older one is refreshed (coalesced, within the key's
+			  * rate) */
+	CNC_HONOUR,      /* every such request is refreshed upstream */
 };
 
 enum config_status {

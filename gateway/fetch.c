@@ -20,6 +20,8 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "cache/derived.h"
+#include "cache/families.h"
 #include "cache/lru.h"
 #include "cache/repr.h"
 #include "gateway/admit.h"
@@ -77,6 +79,8 @@ struct fetcher {
 	struct flight_table *flights;
 	struct admit *admit;
 	struct keyset *unauthorized; /* keys the vendor answered 401, until when */
+	struct deriver *deriver;     /* with --derive: stored answers by family */
+	unsigned derive;             /* the rules the index was built for (0: none) */
 	LIST_HEAD(, fetch) fetches;
 	uint64_t rng;      /* retry jitter */
 	int aborting;      /* fetcher_abort is landing everything */
@@ -91,6 +95,7 @@ struct fetcher {
 };
 
 static void on_fetched(const struct upstream_response *resp, void *arg);
+static void land(struct fetch *fc, struct fetched *f);
 
 /* ---- asks, answers, landings ---- */
 
@@ -426,6 +431,89 @@ static int store_answer(struct fetch *fc, const struct upstream_response *resp,
 		f->enc[k] = reps.buf[k];
 		f->enc_len[k] = reps.len[k];
 	}
+	if (fx->derive)
+		deriver_note(fx->deriver, a->keyhash, a->canonical, a->canonical_len, a->id);
+	return 1;
+}
+
+/*
+ * --derive: answers the fetch's question from a stored answer that holds
+ * it, if one does (cache/derived.h), and lands its flight with it: no
+ * upstream request. The derived answer is stored as an entry of its own
+ * (S's times, the rule in its record), so the same question is a plain
+ * hit from then on, with its compressed representations. Returns 1 if it
+ * landed.
+ */
+static int try_derive(struct fetch *fc)
+{
+	struct fetcher *fx = fc->fx;
+	struct fetch_ask *a = fc->ask;
+	struct derived d;
+	struct repr_set reps;
+	struct store_entry e;
+	struct fetched *f;
+	size_t evicted = 0;
+	enum store_status st;
+	int why;
+
+	if (fx->derive == 0 || a->refresh || a->ttl_s == 0)
+		return 0;
+	if (!deriver_try(fx->deriver, fx->store, fx->derive, a->keyhash, a->id, a->canonical,
+			 a->canonical_len, (int64_t)a->ttl_s * 1000, now_ms(fx), &d, &why)) {
+		if (fx->metrics)
+			metrics_add(&fx->metrics->fetch.derive_missed[why], 1);
+		cglog(CGLOG_DEBUG, "derive: not derived (%s) request_id=%s",
+		      deriver_reason_name(why), a->request_id);
+		return 0;
+	}
+	f = fetched_new();
+	f->derived = d.rule;
+	f->result = UPSTREAM_OK;
+	f->status = 200;
+	f->stored_ms = d.stored_ms;
+	f->expires_ms = d.expires_ms;
+	f->headers[0].name = "Content-Type";
+	snprintf(f->headers[0].value, sizeof(f->headers[0].value), "%.*s",
+		 (int)sizeof(f->headers[0].value) - 1, d.content_type);
+	f->n_headers = d.content_type[0] ? 1 : 0;
+	memset(&e, 0, sizeof(e));
+	e.stored_ms = d.stored_ms;
+	e.expires_ms = d.expires_ms;
+	e.derived = d.rule;
+	memcpy(e.keyhash, a->keyhash, STORE_KEYHASH_LEN);
+	e.query = a->canonical;
+	e.query_len = a->canonical_len;
+	e.content_type = d.content_type;
+	e.content_type_len = strlen(d.content_type);
+	e.body = d.body;
+	e.body_len = d.body_len;
+	repr_make(d.body, d.body_len, fx->cfg->compress, fx->cfg->compress_min_bytes, &reps);
+	repr_attach(&reps, &e);
+	/* never over a newer answer to the same question */
+	st = lru_put_unless_newer(fx->lru, fx->store, a->id, &e, now_ms(fx), &evicted);
+	if (evicted && fx->metrics)
+		metrics_add(&fx->metrics->fetch.evictions, evicted);
+	if (st == STORE_OK) {
+		f->stored = 1;
+		f->etag = e.etag;
+		for (int k = 0; k < STORE_ENC_N; k++) {
+			f->enc[k] = reps.buf[k];
+			f->enc_len[k] = reps.len[k];
+		}
+	} else {
+		if (st != STORE_NEWER)
+			log_store_failure(fx, a->request_id, d.body_len, st, evicted);
+		repr_free(&reps);
+	}
+	f->body = d.body; /* the fetched owns it now */
+	f->body_len = d.body_len;
+	d.body = NULL;
+	if (fx->metrics)
+		metrics_add(&fx->metrics->fetch.derived[derive_rule_index(d.rule)], 1);
+	cglog(CGLOG_DEBUG, "derive: answered by rule %s from a stored answer (%zu of its %zu "
+	      "elements) request_id=%s", derive_rule_name(d.rule), d.count, d.s_count,
+	      a->request_id);
+	land(fc, f);
 	return 1;
 }
 
@@ -761,7 +849,7 @@ static void ask_miss(struct fetcher *fx, struct fetch_ask *a)
 	w->fc = flight_data(flight);
 	AZ(flight_join(flight, on_landed, w)); /* checked above; a new flight has room */
 	w->fc->alive++;
-	if (fc != NULL)
+	if (fc != NULL && !try_derive(fc))
 		fetch_begin(fx, fc, 1);
 }
 
@@ -843,6 +931,27 @@ static void admit_config_of(const struct cg_config *cfg, struct admit_config *ac
 	ac->client_burst = cfg->client_burst;
 }
 
+/* The rules derived answers use from now on: the index is built when they
+ * are turned on (a pass over the store) and forgotten when turned off. */
+static void set_derive(struct fetcher *fx, unsigned rules)
+{
+	if (rules != 0 && fx->derive == 0) {
+		struct timespec t0, t1;
+		size_t n;
+
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		n = deriver_rebuild(fx->deriver, fx->store, now_ms(fx));
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		cglog(CGLOG_INFO, "derive: %zu stored answers indexed in %ld ms (%zu families)",
+		      n, (long)((t1.tv_sec - t0.tv_sec) * 1000 +
+				(t1.tv_nsec - t0.tv_nsec) / 1000000),
+		      deriver_families(fx->deriver));
+	} else if (rules == 0 && fx->derive != 0) {
+		deriver_clear(fx->deriver);
+	}
+	fx->derive = rules;
+}
+
 int fetcher_set_config(struct fetcher *fx, const struct cg_config *cfg, char *err,
 		       size_t err_size)
 {
@@ -856,6 +965,7 @@ int fetcher_set_config(struct fetcher *fx, const struct cg_config *cfg, char *er
 	}
 	flight_table_set_max(fx->flights, (size_t)cfg->max_waiters);
 	fx->cfg = cfg;
+	set_derive(fx, cfg->derive);
 	atomic_store(&fx->offline_when_open, cfg->offline_when_open);
 	publish_breaker(fx);
 	return 0;
@@ -883,6 +993,8 @@ struct fetcher *fetcher_new(struct event_base *base, const struct cg_config *cfg
 	fx->rng = (uint64_t)time(NULL) ^ ((uint64_t)(uintptr_t)fx << 16);
 	fx->flights = flight_table_new((size_t)cfg->max_waiters);
 	fx->unauthorized = keyset_new(UNAUTHORIZED_KEYS);
+	fx->deriver = deriver_new(FAMILIES_MAX_DEFAULT);
+	set_derive(fx, cfg->derive);
 	fx->admit = admit_new(base, &ac);
 	if (fx->admit == NULL) {
 		snprintf(err, err_size, "upstream-rate/upstream-burst: not usable");
@@ -943,6 +1055,7 @@ void fetcher_free(struct fetcher *fx)
 	flight_table_free(fx->flights);
 	admit_free(fx->admit);
 	keyset_free(fx->unauthorized);
+	deriver_free(fx->deriver);
 	fx->magic = 0;
 	free(fx);
 }

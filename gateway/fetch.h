@@ -89,6 +89,7 @@ struct fetch_ask {
 	uint8_t client[STORE_KEYHASH_LEN]; /* with has_client: its address's hash */
 	int has_client;
 	uint32_t ttl_s;       /* freshness of the answer when stored (0: never) */
+	int refresh;          /* the client asked no-cache: from the vendor, not derived */
 	char request_id[FETCH_REQUEST_ID_MAX + 1]; /* the asking request's, sent upstream */
 	char api_key[FETCH_API_KEY_MAX + 1];
 	size_t canonical_len;
@@ -120,6 +121,10 @@ struct fetched {
 	int malformed; /* a 200 whose body is not a JSON array */
 	int stored;    /* the answer was written to the cache */
 	uint64_t etag; /* its ETag when stored */
+	unsigned derived;   /* not asked: derived from a stored answer by this
+			     * rule (enum derive_rule); status 200, body set */
+	int64_t stored_ms;  /* derived: the source's times (Age, TTL) */
+	int64_t expires_ms;
 };
 
 /* A landing, fetcher -> a waiter's front. Owns one reference to `f`. */

@@ -82,6 +82,7 @@ struct waiter {
 	uint8_t id[STORE_ID_LEN];
 	int refresh;   /* asked with no-cache */
 	int had_stale; /* an expired answer is stored (fwd=stale, not miss) */
+	int revalidate; /* a refresh under --client-no-cache revalidate */
 	int gone;      /* its client left (the fetch layer was told) */
 };
 
@@ -321,6 +322,7 @@ static void on_landing(struct front *fr, struct fetch_landing *l)
 	how.id = w->id;
 	how.key_id = w->ctx.key_id;
 	how.refresh = w->refresh;
+	how.revalidate = w->revalidate;
 	how.had_stale = w->had_stale;
 	how.collapsed = l->collapsed;
 	conns_set_user(fr->conns, w->req, NULL);
@@ -439,17 +441,27 @@ int64_t front_heartbeat(const struct front *fr)
 	return atomic_load_explicit(&fr->heartbeat, memory_order_relaxed);
 }
 
-/* Reads Cache-Control request directives we act on (enum cache_control). */
+/* Reads Cache-Control request directives we act on (enum cache_control);
+ * without a Cache-Control field, Pragma: no-cache is no-cache (RFC 9111,
+ * 5.4: Fetch sends both with a conditional request). */
 static int request_cache_control(struct evhttp_request *req)
 {
 	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-	int cc = 0;
+	int cc = 0, seen = 0, pragma = 0;
 
 	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next) {
 		const char *v = kv->value;
 
+		if (evutil_ascii_strcasecmp(kv->key, "Pragma") == 0) {
+			for (; *v && !pragma; v++)
+				pragma = evutil_ascii_strncasecmp(v, "no-cache", 8) == 0 &&
+					 (v == kv->value || v[-1] == ' ' || v[-1] == ',' ||
+					  v[-1] == '\t');
+			continue;
+		}
 		if (evutil_ascii_strcasecmp(kv->key, "Cache-Control") != 0)
 			continue;
+		seen = 1;
 		while (*v) {
 			size_t len;
 
@@ -464,6 +476,8 @@ static int request_cache_control(struct evhttp_request *req)
 			v += len;
 		}
 	}
+	if (!seen && pragma)
+		cc |= CC_NO_CACHE;
 	return cc;
 }
 
@@ -579,6 +593,8 @@ static void wait_for_fetch(struct front *fr, struct evhttp_request *req,
 	memcpy(a->request_id, ctx->request_id, sizeof(a->request_id));
 	memcpy(w->id, a->id, STORE_ID_LEN);
 	w->refresh = (cc & CC_NO_CACHE) != 0;
+	w->revalidate = w->refresh && fr->cfg->client_no_cache == CNC_REVALIDATE;
+	a->refresh = w->refresh;
 	w->had_stale = had_stale;
 	a->token = (uint64_t)(uintptr_t)w;
 	if (chan_send(fetcher_inbox(fr->sh.fetcher), &a->link) != 0) {
@@ -644,6 +660,8 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req,
 		snprintf(ctx->query, sizeof(ctx->query), "%.*s", (int)sizeof(ctx->query) - 1,
 			 q.canonical);
 	cc = request_cache_control(req);
+	if ((cc & CC_NO_CACHE) && fr->cfg->client_no_cache == CNC_IGNORE)
+		cc &= ~CC_NO_CACHE;
 	offline = fetcher_offline(fr->sh.fetcher, mono_ms(fr));
 	if (offline) {
 		how.max_stale_ms = INT64_MAX;
@@ -670,6 +688,17 @@ static void handle_contacts(struct front *fr, struct evhttp_request *req,
 		}
 		fetch_ask_free(refresh);
 		if (served == SERVED)
+			return;
+	} else if (fr->cfg->client_no_cache == CNC_REVALIDATE && fr->cfg->no_cache_min_age_s) {
+		/* no-cache under revalidate: an answer this young is the one a
+		 * refresh would bring (a Fetch conditional request then gets its
+		 * 304 from here); an older one is refreshed */
+		struct serve_how young = {
+			.max_stale_ms = -1,
+			.young_ms = (int64_t)fr->cfg->no_cache_min_age_s * 1000,
+		};
+
+		if ((served = answer_stored(fr->as, req, id, &young)) == SERVED)
 			return;
 	}
 	if (cc & CC_ONLY_IF_CACHED) {

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache/derived.h"
 #include "policy/check.h"
 
 /* Upper bounds of the duration buckets, seconds (then +Inf). */
@@ -22,8 +23,10 @@ static const double bucket_le[METRICS_BUCKETS] = {
 };
 
 static const char *const cache_names[MC_N] = {
-	"hit", "stale", "miss", "collapsed", "bypass", "none",
+	"hit", "stale", "miss", "collapsed", "bypass", "derived", "none",
 };
+
+_Static_assert(METRICS_DERIVE_REASONS >= DERIVED_REASONS, "derive reasons fit");
 
 static const char *const refusal_names[MR_N] = {
 	"rate", "queue_full", "queue_timeout", "vendor_429", "breaker", "offline",
@@ -295,6 +298,18 @@ void metrics_write(struct metrics *m, struct evbuffer *out)
 	       "Entries evicted to make room.");
 	evbuffer_add_printf(out, "contacts_gateway_cache_evictions_total %" PRIu64 "\n",
 			    load(&fx->evictions));
+	family(out, "contacts_gateway_derived_total", "counter",
+	       "Misses answered from another stored answer (--derive), by rule.");
+	for (unsigned r = 0; r < DERIVE_RULES_N; r++)
+		evbuffer_add_printf(out, "contacts_gateway_derived_total{rule=\"%s\"} %" PRIu64
+				    "\n", derive_rule_name((enum derive_rule)(1u << r)),
+				    load(&fx->derived[r]));
+	family(out, "contacts_gateway_derive_misses_total", "counter",
+	       "Misses --derive could not answer, by reason (then asked upstream).");
+	for (int why = 1; why < DERIVED_REASONS; why++)
+		evbuffer_add_printf(out, "contacts_gateway_derive_misses_total{reason=\"%s\"} %"
+				    PRIu64 "\n", deriver_reason_name(why),
+				    load(&fx->derive_missed[why]));
 	{
 		uint64_t corrupt = 0;
 

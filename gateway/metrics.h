@@ -35,6 +35,7 @@
 #define METRICS_STATUSES (METRICS_STATUS_MAX - METRICS_STATUS_MIN + 1)
 #define METRICS_CALLER_LEN 64    /* longest caller label value kept */
 #define METRICS_CALLERS_MAX 4096 /* largest --max-callers */
+#define METRICS_DERIVE_REASONS 16 /* cache/derived.h's DERIVED_REASONS, at most */
 
 struct evbuffer;
 
@@ -45,6 +46,7 @@ enum metrics_cache {
 	MC_MISS,     /* the upstream's answer, this request led the fetch */
 	MC_COLLAPSED, /* the upstream's answer, joined to another's fetch */
 	MC_BYPASS,   /* a refresh the client asked for (no-cache) */
+	MC_DERIVED,  /* derived from another stored answer (--derive) */
 	MC_NONE,     /* refused locally, or no stored answer involved */
 	MC_N,
 };
@@ -83,6 +85,8 @@ struct metrics_fetch {
 	_Atomic uint64_t refusals[MR_N];
 	_Atomic uint64_t evictions;
 	_Atomic uint64_t reload_failures;
+	_Atomic uint64_t derived[3];  /* answers derived, by rule (derive_rule_index) */
+	_Atomic uint64_t derive_missed[METRICS_DERIVE_REASONS]; /* not, by reason */
 	_Atomic int64_t queue_waiting;
 	_Atomic int64_t in_flight;
 	_Atomic int64_t keys_blocked;

@@ -143,6 +143,13 @@ long derive_write(const struct derive_answer *a, const char *body, char *dst,
 long derive_family(const struct query *q, enum derive_rule rule, char *dst,
 		   size_t dst_size);
 
+/* 0, 1, 2 for the pages, cursors and days rule bits (tables by rule). */
+#define DERIVE_RULES_N 3
+static inline unsigned derive_rule_index(enum derive_rule rule)
+{
+	return rule == DERIVE_RULE_PAGES ? 0 : rule == DERIVE_RULE_CURSORS ? 1 : 2;
+}
+
 /* "ok", "different_filters", ... for enum derive_status; "?" otherwise. */
 const char *derive_status_name(enum derive_status st);
 

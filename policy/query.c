@@ -948,6 +948,8 @@ enum query_status query_normalise(const char *raw, size_t raw_len,
 			    "at least one of days, created_after or updated_after is required");
 	if (!set[P_CUSTOM_FIELD_KEY])
 		set[P_ENTITY_TYPE] = 0; /* the vendor ignores it without the pair */
+	if (set[P_OFFSET] && out->offset == 0)
+		set[P_OFFSET] = 0; /* skipping none is the vendor's default: one question */
 	if (write_canonical(&p) != QUERY_OK)
 		return QUERY_INVALID;
 	write_ignored(&p);

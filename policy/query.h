@@ -14,6 +14,9 @@
  *   - timestamps as UTC "YYYY-MM-DDTHH:MM:SS.mmmZ" (offsets converted);
  *   - values percent-encoded canonically: RFC 3986 unreserved bytes
  *     (A-Z a-z 0-9 - . _ ~) literal, every other byte as %XX upper-case hex;
+ *   - offset=0 dropped: skipping none is the vendor's default (an absent
+ *     limit stays distinct from every value: the vendor's default is not
+ *     documented);
  *   - unknown parameters dropped and listed in `ignored`; entity_type without
  *     the custom field pair is dropped too (the vendor ignores it).
  *

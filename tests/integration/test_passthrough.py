@@ -81,7 +81,7 @@ def table(key):
         ("days=365", None), ("days=7.5", None), ("days=1.25", None),
         ("days=30&limit=10", None), ("days=30&limit=10&offset=10", None),
         ("days=365&limit=1000", None), ("days=365&offset=400", None),
-        ("days=365&limit=1&offset=0", None),
+        ("days=365&limit=1&offset=0", "days=365&limit=1"),  # offset=0 is the default
         ("created_after=" + c1, "created_after=" + ts(c1)),
         ("created_after=%s&limit=50" % c1, "created_after=%s&limit=50" % ts(c1)),
         ("created_after=%s&limit=50&offset=50" % c1,

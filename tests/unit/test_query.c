@@ -292,9 +292,11 @@ static void test_limit(void **state)
 static void test_offset(void **state)
 {
 	static const struct case_ c[] = {
-		OK("days=1&offset=0", "days=1&offset=0"),
-		OK("days=1&offset=000", "days=1&offset=0"),
-		OK("days=1&offset=0.0", "days=1&offset=0"),
+		/* skipping none is the default: offset=0 is the absent offset */
+		OK("days=1&offset=0", "days=1"),
+		OK("days=1&offset=000", "days=1"),
+		OK("days=1&offset=0.0", "days=1"),
+		OK("days=1&limit=5&offset=0", "days=1&limit=5"),
 		OK("days=1&offset=20", "days=1&offset=20"),
 		OK("days=1&offset=2147483647", "days=1&offset=2147483647"),
 		OK("days=1&offset=2147483647.000", "days=1&offset=2147483647"),
