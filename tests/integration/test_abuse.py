@@ -36,12 +36,24 @@ bound, with generous margins for a loaded 2-core machine.
 - slow readers: 20 clients ask for a 5.6 MB stored answer and read nothing
   (SO_RCVBUF 4 KB) while distinct 560 KB misses are stored into a 24 MB map
   (about 4 times the answer): no "could not store" after the first 2 s,
-  every miss after that stored, the map's use bounded (`cache stats --json`),
+  every miss after that stored, the map's use bounded (`cache stats --json`
+  before and after, not during: see the next case),
   the pinned rest moved out of the map (the debug log says so), and the
   stalled clients, once they read, get the exact bytes the simulator sends.
   (Not 1-2 MB: Linux autotunes a connection's send buffer up to tcp_wmem's
   max, 4 MB by default, so a smaller answer goes whole into the kernel and
   never stays pinned.)
+- the cache tool beside a full map: `cache stats` run back to back while
+  225 KB misses are stored into a full 8 MB map: every miss still stored
+  (the tools say they work beside a running gateway; their read
+  transaction keeps the pages an eviction frees from reuse). FAILS at the
+  time of writing: 3-5 of ~190 stores fail, each after evicting two thirds
+  of the map;
+- cache pollution: 4 clients spray distinct small misses until a 16 MB map
+  is full (~40000 entries), then a 1.1 MB answer asked with no-cache 12
+  times must be stored at least 10 times. FAILS at the time of writing: 0
+  of 12 (each put evicts at most LRU_PUT_ATTEMPTS x a quarter of
+  LRU_EVICT_SCAN = 1024 small entries, far from the room it needs).
 
 CG_IT_ONLY=name,name runs only those cases (for development).
 """
@@ -878,21 +890,20 @@ def slow_readers_of_a_large_answer_do_not_stop_storing():
             s.sendall(get_line(big_q))
             readers.append(s)
         time.sleep(0.3)
+        # the map's use from the cache tool before and after the stall, not
+        # during it: its read transaction would keep pages from reuse too
+        # (a case of its own below)
+        stats = []
+
+        def sample(t):
+            st = cache_stats(g.cache_dir)
+            if st:
+                stats.append((t, st["used_bytes"], st["body_bytes"], st["entries"],
+                              st["map_bytes"]))
+
+        sample(0.0)
         t0 = time.time()
         stores = []  # (t, status, cache-status)
-        stats = []
-        stop = threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                st = cache_stats(g.cache_dir)
-                if st:
-                    stats.append((time.time() - t0, st["used_bytes"], st["body_bytes"],
-                                  st["entries"], st["map_bytes"]))
-                stop.wait(0.5)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
         conn = h.connect(g.port)
         i = 0
         while time.time() - t0 < 6.0:
@@ -904,8 +915,7 @@ def slow_readers_of_a_large_answer_do_not_stop_storing():
             i += 1
             time.sleep(0.03)
         conn.close()
-        stop.set()
-        sampler.join(15 * SLOW)
+        sample(time.time() - t0)
         t_stores = time.time()
         # the stalled clients read now
         got = []
@@ -930,9 +940,11 @@ def slow_readers_of_a_large_answer_do_not_stop_storing():
                     late_fail_times.append(round(tt - t0, 2))
         used = max((x[1] for x in stats), default=-1)
         body = max((x[2] for x in stats), default=-1)
+        sample(time.time() - t0)
         figure("answer %d bytes, map %d; %d misses stored while 20 readers stalled (%d bytes "
                "each); 'could not store' lines: %d (after 2 s: %s); misses after 2 s not "
-               "stored: %d; map used_bytes max %d, live body bytes max %d (%d samples); "
+               "stored: %d; map used_bytes max %d, live body bytes max %d (%d samples: "
+               "before, after the stores, after the reads); "
                "'moved out' lines: %d; readers read in %.1f s, %d/20 exact" % (
                    len(expect), map_size, sum(1 for x in stores if "stored" in x[2]),
                    stores[0][3] if stores else 0, len(fails), late_fail_times or "none",
@@ -943,7 +955,7 @@ def slow_readers_of_a_large_answer_do_not_stop_storing():
         assert all(x[1] == 200 for x in stores), [x for x in stores if x[1] != 200][:5]
         assert not late_fail_times, ("stores failed after the first 2 s", late_fail_times)
         assert not late_unstored, ("misses after the first 2 s not stored", late_unstored[:5])
-        assert stats and used <= map_size and body <= map_size, stats[-3:]
+        assert len(stats) == 3 and used <= map_size and body <= map_size, stats
         for x in got:
             assert x is not None and x[0] == 200, "a stalled reader got no answer"
             assert x[2] == expect, "a stalled reader got different bytes"
@@ -951,6 +963,71 @@ def slow_readers_of_a_large_answer_do_not_stop_storing():
     finally:
         for s in readers:
             s.close()
+        h.stop_gateway(g)
+        big_sim.stop()
+
+
+# ---- (g') the cache tool beside a full map ----
+
+@run.test
+def cache_stats_beside_a_full_map_does_not_make_stores_fail():
+    # `contacts-gateway cache ...` works beside a running gateway (its help
+    # says so); its read transaction must not make the gateway's stores fail
+    big_sim = h.start_sim(a, contacts=2000)
+    map_size = 8 << 20
+    g = gateway("--cache-size", str(map_size), "--threads", "2", "--ttl", "600",
+                upstream_port=big_sim.port)
+    stop = threading.Event()
+    runs = [0]
+    try:
+        conn = h.connect(g.port)
+        i = 0
+
+        def store_one():
+            nonlocal i
+            i += 1
+            r = h.contacts(g.port, "days=365&limit=400&offset=%d" % (i * 3), key=h.KEY_B,
+                           conn=conn)
+            assert r.status == 200, r
+            return "stored" in (r.header("cache-status") or "")
+
+        for _ in range(60):  # ~225 KB each: the map is full and evicting
+            store_one()
+        alone = sum(1 for _ in range(100) if store_one() or time.sleep(0.02))
+        full = cache_stats(g.cache_dir)
+        log_before = len(g.read_log().splitlines())
+        fails_alone = [ln for ln in g.read_log().splitlines() if "could not store" in ln]
+
+        def tool():
+            while not stop.is_set():
+                cache_stats(g.cache_dir)
+                runs[0] += 1
+
+        t = threading.Thread(target=tool, daemon=True)
+        t.start()
+        t0 = time.time()
+        stored = tried = 0
+        while time.time() - t0 < 5.0:
+            tried += 1
+            stored += store_one()
+            time.sleep(0.02)
+        stop.set()
+        t.join(15 * SLOW)
+        conn.close()
+        fails = [ln for ln in g.read_log().splitlines()[log_before:] if "could not store" in ln]
+        figure("map %d bytes, %s entries, used_bytes %s; alone, 160 misses filling it: %d of "
+               "the last 100 stored, %d 'could not store' lines; then with `cache stats` run %d "
+               "times back to back beside it: %d of %d misses stored, %d 'could not store' "
+               "lines" % (map_size, full and full["entries"], full and full["used_bytes"],
+                          alone, len(fails_alone), runs[0], stored, tried, len(fails)))
+        if fails:
+            print("    first: " + fails[0][-160:])
+        assert runs[0] >= 5, runs
+        assert not fails and stored == tried, ("stores failed beside the cache tool",
+                                               tried - stored, fails[:3])
+        assert g.alive()
+    finally:
+        stop.set()
         h.stop_gateway(g)
         big_sim.stop()
 

@@ -13,6 +13,14 @@ from SIGTERM to the exit and the client's answer. Bound: every round exits
 0 within LATENCY_MS + 1.5 s of its SIGTERM (x h.SLOW) and its client gets
 200 with the simulator's bytes. Prints one line per round and the
 distribution.
+
+Knobs (environment, for longer hunts): CG_DRAIN_ROUNDS (20), CG_DRAIN_BUDGET
+(60 s), CG_DRAIN_LATENCY_MS (1000), CG_DRAIN_DELAY_LO / _HI (0.05 / 0.10 s);
+raise CG_IT_WATCHDOG (170 s) with them. With delays of 0-10 ms a request
+whose connection the front has not yet read when it drains can get an
+honest 503 shutting_down instead (the front reports drained when nothing is
+busy or waiting; see check_idle in gateway/front.c): that is not the stall
+this file looks for, so the default stays at 50-100 ms.
 """
 import atexit
 import os
