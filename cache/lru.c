@@ -72,19 +72,75 @@ int64_t lru_last_used(const uint8_t id[STORE_ID_LEN], int64_t stored_ms, void *a
 	return used > stored_ms ? used : stored_ms;
 }
 
+/* About the bytes e's record takes in the map. */
+static size_t record_bytes(const struct store_entry *e)
+{
+	size_t n = e->body_len + e->query_len + e->content_type_len + 4096;
+
+	for (int k = 0; k < STORE_ENC_N; k++)
+		n += e->enc[k].len;
+	return n;
+}
+
+/*
+ * Evict ahead of need: after each put keep free a sixteenth of the map, or
+ * room for two more records of the size just put if more (a quarter of the
+ * map and LRU_HEADROOM_MAX at most; reading the free list costs a few
+ * microseconds, and puts are upstream answers). Pages freed now are
+ * reusable by the next puts even while a reader (a cache tool, a slow
+ * client's pin) holds a snapshot taken after this eviction; pages freed
+ * only when a put finds the map full may still be in such a snapshot, and
+ * the put fails although room was made (LMDB reuses a freed page only
+ * once no reader can see it).
+ */
+static size_t keep_headroom(struct lru *l, struct store *st, int64_t now_ms, size_t record)
+{
+	uint64_t free_b, map_b, want;
+
+	if (l == NULL)
+		return 0;
+	if (store_free_bytes(st, &free_b, &map_b) != 0)
+		return 0;
+	/* a sixteenth of the map, and room for two more of the record just put */
+	want = map_b / 16 > 2 * (uint64_t)record ? map_b / 16 : 2 * (uint64_t)record;
+	if (want > LRU_HEADROOM_MAX)
+		want = LRU_HEADROOM_MAX;
+	if (want > map_b / 4)
+		want = map_b / 4;
+	if (free_b >= want)
+		return 0;
+	return store_evict_bytes(st, now_ms, LRU_EVICT_SCAN, (size_t)(want - free_b),
+				 lru_last_used, l, NULL);
+}
+
 static enum store_status put(struct lru *l, struct store *st, const uint8_t id[STORE_ID_LEN],
 			     struct store_entry *e, int64_t now_ms, int unless_newer,
 			     size_t *evicted)
 {
 	enum store_status s = STORE_FULL;
-	size_t n = 0;
+	size_t n = 0, freed = 0, want = record_bytes(e);
 
-	for (int attempt = 0; attempt < LRU_PUT_ATTEMPTS; attempt++) {
+	/* put, evict, put ...: at least LRU_PUT_ATTEMPTS times, and on while
+	 * the bytes freed fall short of LRU_PUT_FREE_FACTOR records of this
+	 * size (a large record needs a run of contiguous pages, which the
+	 * first bytes freed among small entries seldom make), LRU_PUT_PASSES
+	 * passes at most */
+	for (int pass = 0;; pass++) {
+		size_t k, got = 0;
+
 		s = unless_newer ? store_put_unless_newer(st, id, e) : store_put(st, id, e);
-		if (s != STORE_FULL)
+		if (s != STORE_FULL || pass >= LRU_PUT_PASSES ||
+		    (pass >= LRU_PUT_ATTEMPTS && freed >= LRU_PUT_FREE_FACTOR * want))
 			break;
-		n += store_evict(st, now_ms, LRU_EVICT_SCAN, l ? lru_last_used : NULL, l);
+		k = store_evict_bytes(st, now_ms, LRU_EVICT_SCAN, 2 * want,
+				      l ? lru_last_used : NULL, l, &got);
+		if (k == 0)
+			break; /* nothing left to evict, or the store failed */
+		n += k;
+		freed += got;
 	}
+	if (s == STORE_OK)
+		n += keep_headroom(l, st, now_ms, want);
 	if (evicted)
 		*evicted = n;
 	return s;

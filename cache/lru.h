@@ -27,7 +27,10 @@
 
 #define LRU_SLOTS 65536     /* a power of two */
 #define LRU_EVICT_SCAN 1024 /* entries one eviction pass looks at */
-#define LRU_PUT_ATTEMPTS 4  /* put, evict, put ... before giving up */
+#define LRU_PUT_ATTEMPTS 4  /* put, evict, put ... at least this often */
+#define LRU_PUT_PASSES 32   /* ... and at most, while bytes freed fall short of */
+#define LRU_PUT_FREE_FACTOR 8 /*  this many records of the size being put */
+#define LRU_HEADROOM_MAX ((uint64_t)64 << 20) /* free kept: map/16, at most this */
 
 struct lru;
 
@@ -45,9 +48,13 @@ int64_t lru_last_used(const uint8_t id[STORE_ID_LEN], int64_t stored_ms, void *a
 /*
  * store_put, evicting to make room: on STORE_FULL evicts (expired entries
  * first, else the least recently used by `l`, which may be NULL: then by
- * stored time) and tries again, LRU_PUT_ATTEMPTS times at most. Returns the
- * last store_put status; *evicted (may be NULL) counts the entries deleted.
- * Borrows everything; e->etag is set on STORE_OK.
+ * stored time; at least twice the record's bytes) and tries again, at
+ * least LRU_PUT_ATTEMPTS times, on while less than LRU_PUT_FREE_FACTOR
+ * times the record's bytes were freed, LRU_PUT_PASSES times at most.
+ * After a put, with `l`, keeps a headroom free (evicting ahead of need,
+ * see lru.c). Returns the last store_put status; *evicted (may be NULL)
+ * counts the entries deleted. Borrows everything; e->etag is set on
+ * STORE_OK.
  */
 enum store_status lru_put(struct lru *l, struct store *st, const uint8_t id[STORE_ID_LEN],
 			  struct store_entry *e, int64_t now_ms, size_t *evicted);

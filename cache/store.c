@@ -86,6 +86,7 @@ struct store {
 struct candidate {
 	uint8_t id[STORE_ID_LEN];
 	int64_t used_ms;
+	size_t bytes; /* the record's size */
 };
 
 struct store_view {
@@ -864,8 +865,8 @@ static size_t delete_ids(struct store *st, const struct candidate *c, size_t n)
 	return total;
 }
 
-static size_t evict(struct store *st, int64_t now_ms, size_t max_scan,
-		    store_last_used_fn last_used, void *arg)
+static size_t evict(struct store *st, int64_t now_ms, size_t max_scan, size_t want_bytes,
+		    store_last_used_fn last_used, void *arg, volatile size_t *freed)
 {
 	struct candidate *c = NULL;
 	MDB_txn *txn = NULL;
@@ -899,6 +900,7 @@ static size_t evict(struct store *st, int64_t now_ms, size_t max_scan,
 				val.mv_size >= RECORD_HEAD_LEN ? (int64_t)get_u64(p + 16) : 0;
 
 			memcpy(c[n].id, key.mv_data, STORE_ID_LEN);
+			c[n].bytes = val.mv_size;
 			if (expires <= now_ms) {
 				c[n].used_ms = INT64_MIN; /* expired or unreadable */
 				expired++;
@@ -918,9 +920,21 @@ static size_t evict(struct store *st, int64_t now_ms, size_t max_scan,
 		memset(st->evict_from, 0, STORE_ID_LEN);
 	mdb_cursor_close(cur);
 	cur = NULL;
-	/* 2: the expired go; if none, the least recently used quarter */
+	/* 2: the expired go; if none, the least recently used quarter, and
+	 * more of the least used while their bytes fall short of want_bytes
+	 * (a large answer needs room that small entries' quarter does not
+	 * free) */
 	qsort(c, n, sizeof(*c), by_used);
 	victims = expired ? expired : (n / 4 ? n / 4 : n);
+	{
+		size_t bytes = 0;
+
+		for (size_t i = 0; i < victims; i++)
+			bytes += c[i].bytes;
+		while (victims < n && bytes < want_bytes)
+			bytes += c[victims++].bytes;
+		*freed = bytes;
+	}
 	mdb_txn_abort(txn); /* the scan's snapshot: deletes go in their own */
 	txn = NULL;
 	deleted = delete_ids(st, c, victims);
@@ -935,18 +949,53 @@ out:
 	return deleted;
 }
 
-size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,
-		   store_last_used_fn last_used, void *arg)
+size_t store_evict_bytes(struct store *st, int64_t now_ms, size_t max_scan,
+			 size_t want_bytes, store_last_used_fn last_used, void *arg,
+			 size_t *freed_bytes)
 {
-	volatile size_t n = 0;
+	volatile size_t n = 0, freed = 0;
 	enum store_status s;
 
 	CHECK(st->magic == STORE_MAGIC);
+	if (freed_bytes)
+		*freed_bytes = 0;
 	if (check_size(st) != 0)
 		return 0;
-	GUARDED(st, "evicting", s, (n = evict(st, now_ms, max_scan, last_used, arg), STORE_OK));
+	GUARDED(st, "evicting", s,
+		(n = evict(st, now_ms, max_scan, want_bytes, last_used, arg, &freed), STORE_OK));
 	(void)s;
+	if (freed_bytes)
+		*freed_bytes = n ? freed : 0;
 	return n;
+}
+
+size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,
+		   store_last_used_fn last_used, void *arg)
+{
+	return store_evict_bytes(st, now_ms, max_scan, 0, last_used, arg, NULL);
+}
+
+static enum store_status free_bytes(struct store *st, volatile uint64_t *free_b,
+				    volatile uint64_t *map_b)
+{
+	size_t total, psize, n = free_pages(st, &total, &psize);
+
+	*free_b = (uint64_t)n * psize;
+	*map_b = (uint64_t)total * psize;
+	return total ? STORE_OK : STORE_ERROR;
+}
+
+int store_free_bytes(struct store *st, uint64_t *free_b, uint64_t *map_b)
+{
+	volatile uint64_t f = 0, m = 0;
+	enum store_status s = STORE_ERROR;
+
+	CHECK(st->magic == STORE_MAGIC);
+	if (!refuses(st))
+		GUARDED(st, "reading the free pages", s, free_bytes(st, &f, &m));
+	*free_b = f;
+	*map_b = m;
+	return s == STORE_OK ? 0 : -1;
 }
 
 static enum store_status scan(struct store *st, store_scan_fn fn, void *arg)

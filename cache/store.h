@@ -174,6 +174,19 @@ typedef int64_t (*store_last_used_fn)(const uint8_t id[STORE_ID_LEN],
 size_t store_evict(struct store *st, int64_t now_ms, size_t max_scan,
 		   store_last_used_fn last_used, void *arg);
 
+/* store_evict, and when no entry scanned has expired, more of the least
+ * recently used than a quarter while their records' bytes fall short of
+ * want_bytes (all those scanned at most). *freed_bytes (may be NULL): the
+ * bytes of the records deleted. */
+size_t store_evict_bytes(struct store *st, int64_t now_ms, size_t max_scan,
+			 size_t want_bytes, store_last_used_fn last_used, void *arg,
+			 size_t *freed_bytes);
+
+/* Bytes the map can still give (pages past the last used and on LMDB's
+ * free list, some of which a reader's older snapshot may still hold) and
+ * the map's size. 0, or -1 when it cannot tell (both 0). */
+int store_free_bytes(struct store *st, uint64_t *free_b, uint64_t *map_b);
+
 /*
  * Calls fn for every entry, in id order, inside one read transaction: `e`
  * (NULL when the record is corrupt, status STORE_CORRUPT) points into the

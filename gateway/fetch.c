@@ -81,6 +81,8 @@ struct fetcher {
 	struct keyset *unauthorized; /* keys the vendor answered 401, until when */
 	struct deriver *deriver;     /* with --derive: stored answers by family */
 	unsigned derive;             /* the rules the index was built for (0: none) */
+	LIST_HEAD(, to_store) stores; /* answers waiting to be stored again */
+	size_t stores_waiting;
 	LIST_HEAD(, fetch) fetches;
 	uint64_t rng;      /* retry jitter */
 	int aborting;      /* fetcher_abort is landing everything */
@@ -95,6 +97,8 @@ struct fetcher {
 };
 
 static void on_fetched(const struct upstream_response *resp, void *arg);
+struct to_store;
+static void to_store_free(struct to_store *ts);
 static void land(struct fetch *fc, struct fetched *f);
 
 /* ---- asks, answers, landings ---- */
@@ -384,56 +388,180 @@ static void log_store_failure(struct fetcher *fx, const char *request_id, size_t
 	fx->store_unlogged = 0;
 }
 
-/* Stores a complete 200 JSON-array answer, evicting to make room, with its
- * compressed representations (which `f` keeps, for the waiters). */
+/*
+ * An answer to store: its entry's fields; the body and its representations
+ * are the fetched's (held). A put that finds the map full although room
+ * was just made (a reader's older snapshot still holds the pages freed:
+ * LMDB reuses a page only once no reader can see it) is tried again a
+ * little later, STORE_RETRIES times, so the answer is not lost for a
+ * moment's reader (a cache tool, a slow client's pin).
+ */
+struct to_store {
+	unsigned magic;
+	struct fetcher *fx;
+	struct fetched *f;
+	uint8_t id[STORE_ID_LEN];
+	uint8_t keyhash[STORE_KEYHASH_LEN];
+	char *query; /* owned */
+	size_t query_len;
+	char ctype[STORE_CTYPE_MAX + 1];
+	int64_t stored_ms, expires_ms;
+	unsigned derived;
+	unsigned tries;
+	struct event *timer;
+	char request_id[FETCH_REQUEST_ID_MAX + 1];
+	LIST_ENTRY(to_store) link;
+};
+
+#define TO_STORE_MAGIC 0x544f5354u
+#define STORE_RETRIES 3
+#define STORE_RETRY_MS 100     /* then 200, 400 */
+#define STORES_WAITING_MAX 64  /* answers waiting for a retry at once */
+
+static void to_store_free(struct to_store *ts)
+{
+	CHECK_OBJ_NOTNULL(ts, TO_STORE_MAGIC);
+	if (ts->timer) {
+		LIST_REMOVE(ts, link);
+		ts->fx->stores_waiting--;
+		event_free(ts->timer);
+	}
+	fetched_release(ts->f);
+	free(ts->query);
+	ts->magic = 0;
+	free(ts);
+}
+
+/* Writes ts's entry (never over a newer one); STORE_OK sets f's etag. */
+static enum store_status put_entry(struct to_store *ts, size_t *evicted)
+{
+	struct fetcher *fx = ts->fx;
+	struct fetched *f = ts->f;
+	struct store_entry e;
+	enum store_status st;
+
+	memset(&e, 0, sizeof(e));
+	e.stored_ms = ts->stored_ms;
+	e.expires_ms = ts->expires_ms;
+	e.derived = ts->derived;
+	memcpy(e.keyhash, ts->keyhash, STORE_KEYHASH_LEN);
+	e.query = ts->query;
+	e.query_len = ts->query_len;
+	e.content_type = ts->ctype;
+	e.content_type_len = strlen(ts->ctype);
+	e.body = f->body;
+	e.body_len = f->body_len;
+	for (int k = 0; k < STORE_ENC_N; k++) {
+		e.enc[k].p = f->enc[k];
+		e.enc[k].len = f->enc[k] ? f->enc_len[k] : 0;
+	}
+	st = lru_put_unless_newer(fx->lru, fx->store, ts->id, &e, now_ms(fx), evicted);
+	if (*evicted && fx->metrics)
+		metrics_add(&fx->metrics->fetch.evictions, *evicted);
+	if (*evicted)
+		cglog(CGLOG_INFO, "cache: full, evicted %zu entries", *evicted);
+	if (st == STORE_OK) {
+		f->etag = e.etag;
+		if (fx->derive)
+			deriver_note(fx->deriver, ts->keyhash, ts->query, ts->query_len, ts->id);
+	}
+	return st;
+}
+
+static void on_store_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct to_store *ts = arg;
+	struct fetcher *fx = ts->fx;
+	size_t evicted = 0;
+	enum store_status st;
+
+	(void)fd;
+	(void)what;
+	CHECK_OBJ_NOTNULL(ts, TO_STORE_MAGIC);
+	ts->tries++;
+	st = put_entry(ts, &evicted);
+	if (st == STORE_OK || st == STORE_NEWER) {
+		cglog(CGLOG_INFO, "cache: a %zu-byte answer stored on try %u (request_id=%s)",
+		      ts->f->body_len, ts->tries + 1, ts->request_id);
+	} else if (st == STORE_FULL && ts->tries < STORE_RETRIES) {
+		struct timeval tv = {0, (STORE_RETRY_MS << ts->tries) * 1000};
+
+		evtimer_add(ts->timer, &tv);
+		return;
+	} else {
+		log_store_failure(fx, ts->request_id, ts->f->body_len, st, evicted);
+	}
+	to_store_free(ts);
+}
+
+/*
+ * Stores f (a complete 200 answer, or a derived one) as the entry `id` of
+ * `a`'s question, with its compressed representations (made here, kept in
+ * f for the waiters). Returns 1 if stored now; a put the map refused for a
+ * moment is retried behind (see struct to_store).
+ */
+static int store_fetched(struct fetcher *fx, const struct fetch_ask *a, struct fetched *f,
+			 const char *ctype, int64_t stored_ms, int64_t expires_ms,
+			 unsigned derived)
+{
+	struct to_store *ts = calloc(1, sizeof(*ts));
+	struct repr_set reps;
+	size_t evicted = 0;
+	enum store_status st;
+
+	AN(ts);
+	ts->magic = TO_STORE_MAGIC;
+	ts->fx = fx;
+	fetched_hold(f);
+	ts->f = f;
+	memcpy(ts->id, a->id, STORE_ID_LEN);
+	memcpy(ts->keyhash, a->keyhash, STORE_KEYHASH_LEN);
+	ts->query = malloc(a->canonical_len + 1);
+	AN(ts->query);
+	memcpy(ts->query, a->canonical, a->canonical_len + 1);
+	ts->query_len = a->canonical_len;
+	snprintf(ts->ctype, sizeof(ts->ctype), "%.*s", (int)sizeof(ts->ctype) - 1, ctype);
+	ts->stored_ms = stored_ms;
+	ts->expires_ms = expires_ms;
+	ts->derived = derived;
+	memcpy(ts->request_id, a->request_id, sizeof(ts->request_id));
+	repr_make(f->body, f->body_len, fx->cfg->compress, fx->cfg->compress_min_bytes, &reps);
+	for (int k = 0; k < STORE_ENC_N; k++) { /* f owns them, stored or not */
+		f->enc[k] = reps.buf[k];
+		f->enc_len[k] = reps.len[k];
+	}
+	st = put_entry(ts, &evicted);
+	if (st == STORE_FULL && evicted > 0 && fx->stores_waiting < STORES_WAITING_MAX) {
+		struct timeval tv = {0, STORE_RETRY_MS * 1000};
+
+		ts->timer = evtimer_new(fx->base, on_store_retry, ts);
+		AN(ts->timer);
+		LIST_INSERT_HEAD(&fx->stores, ts, link);
+		fx->stores_waiting++;
+		evtimer_add(ts->timer, &tv);
+		cglog(CGLOG_INFO, "cache: no room yet for a %zu-byte answer although %zu entries "
+		      "were evicted (a reader's snapshot holds the pages); trying again in %d ms "
+		      "(request_id=%s)", f->body_len, evicted, STORE_RETRY_MS, a->request_id);
+		return 0;
+	}
+	if (st != STORE_OK && st != STORE_NEWER)
+		log_store_failure(fx, a->request_id, f->body_len, st, evicted);
+	to_store_free(ts);
+	return st == STORE_OK;
+}
+
+/* Stores a complete 200 JSON-array answer. */
 static int store_answer(struct fetch *fc, const struct upstream_response *resp,
 			struct fetched *f)
 {
-	const void *body = f->body;
-	size_t len = f->body_len;
-	uint64_t *etag = &f->etag;
-	struct repr_set reps;
-	struct fetcher *fx = fc->fx;
-	struct fetch_ask *a = fc->ask;
+	const struct fetch_ask *a = fc->ask;
 	const char *ctype = "";
-	struct store_entry e;
-	int64_t now = now_ms(fx);
-	size_t evicted = 0;
-	enum store_status st;
+	int64_t now = now_ms(fc->fx);
 
 	for (size_t i = 0; i < resp->n_headers; i++)
 		if (strcmp(resp->headers[i].name, "Content-Type") == 0)
 			ctype = resp->headers[i].value;
-	memset(&e, 0, sizeof(e));
-	e.stored_ms = now;
-	e.expires_ms = now + (int64_t)a->ttl_s * 1000;
-	memcpy(e.keyhash, a->keyhash, STORE_KEYHASH_LEN);
-	e.query = a->canonical;
-	e.query_len = a->canonical_len;
-	e.content_type = ctype;
-	e.content_type_len = strlen(ctype);
-	e.body = body;
-	e.body_len = len;
-	repr_make(body, len, fx->cfg->compress, fx->cfg->compress_min_bytes, &reps);
-	repr_attach(&reps, &e);
-	st = lru_put(fx->lru, fx->store, a->id, &e, now, &evicted);
-	if (evicted && fx->metrics)
-		metrics_add(&fx->metrics->fetch.evictions, evicted);
-	if (evicted)
-		cglog(CGLOG_INFO, "cache: full, evicted %zu entries", evicted);
-	if (st != STORE_OK) {
-		log_store_failure(fx, a->request_id, len, st, evicted);
-		repr_free(&reps);
-		return 0;
-	}
-	*etag = e.etag;
-	for (int k = 0; k < STORE_ENC_N; k++) { /* the waiters' now */
-		f->enc[k] = reps.buf[k];
-		f->enc_len[k] = reps.len[k];
-	}
-	if (fx->derive)
-		deriver_note(fx->deriver, a->keyhash, a->canonical, a->canonical_len, a->id);
-	return 1;
+	return store_fetched(fc->fx, a, f, ctype, now, now + (int64_t)a->ttl_s * 1000, 0);
 }
 
 /*
@@ -449,11 +577,7 @@ static int try_derive(struct fetch *fc)
 	struct fetcher *fx = fc->fx;
 	struct fetch_ask *a = fc->ask;
 	struct derived d;
-	struct repr_set reps;
-	struct store_entry e;
 	struct fetched *f;
-	size_t evicted = 0;
-	enum store_status st;
 	int why;
 
 	if (fx->derive == 0 || a->refresh || a->ttl_s == 0)
@@ -476,38 +600,10 @@ static int try_derive(struct fetch *fc)
 	snprintf(f->headers[0].value, sizeof(f->headers[0].value), "%.*s",
 		 (int)sizeof(f->headers[0].value) - 1, d.content_type);
 	f->n_headers = d.content_type[0] ? 1 : 0;
-	memset(&e, 0, sizeof(e));
-	e.stored_ms = d.stored_ms;
-	e.expires_ms = d.expires_ms;
-	e.derived = d.rule;
-	memcpy(e.keyhash, a->keyhash, STORE_KEYHASH_LEN);
-	e.query = a->canonical;
-	e.query_len = a->canonical_len;
-	e.content_type = d.content_type;
-	e.content_type_len = strlen(d.content_type);
-	e.body = d.body;
-	e.body_len = d.body_len;
-	repr_make(d.body, d.body_len, fx->cfg->compress, fx->cfg->compress_min_bytes, &reps);
-	repr_attach(&reps, &e);
-	/* never over a newer answer to the same question */
-	st = lru_put_unless_newer(fx->lru, fx->store, a->id, &e, now_ms(fx), &evicted);
-	if (evicted && fx->metrics)
-		metrics_add(&fx->metrics->fetch.evictions, evicted);
-	if (st == STORE_OK) {
-		f->stored = 1;
-		f->etag = e.etag;
-		for (int k = 0; k < STORE_ENC_N; k++) {
-			f->enc[k] = reps.buf[k];
-			f->enc_len[k] = reps.len[k];
-		}
-	} else {
-		if (st != STORE_NEWER)
-			log_store_failure(fx, a->request_id, d.body_len, st, evicted);
-		repr_free(&reps);
-	}
 	f->body = d.body; /* the fetched owns it now */
 	f->body_len = d.body_len;
 	d.body = NULL;
+	f->stored = store_fetched(fx, a, f, d.content_type, d.stored_ms, d.expires_ms, d.rule);
 	if (fx->metrics)
 		metrics_add(&fx->metrics->fetch.derived[derive_rule_index(d.rule)], 1);
 	cglog(CGLOG_DEBUG, "derive: answered by rule %s from a stored answer (%zu of its %zu "
@@ -987,6 +1083,7 @@ struct fetcher *fetcher_new(struct event_base *base, const struct cg_config *cfg
 	fx->store = store;
 	fx->lru = lru;
 	LIST_INIT(&fx->fetches);
+	LIST_INIT(&fx->stores);
 	atomic_init(&fx->offline, cfg->offline);
 	atomic_init(&fx->offline_when_open, cfg->offline_when_open);
 	atomic_init(&fx->breaker_until, 0);
@@ -1050,6 +1147,15 @@ void fetcher_free(struct fetcher *fx)
 		chan_free(fx->inbox); /* asks still queued are refused */
 	}
 	fetcher_abort(fx);
+	while (!LIST_EMPTY(&fx->stores)) { /* the gateway stops: one last try each */
+		struct to_store *ts = LIST_FIRST(&fx->stores);
+		size_t evicted = 0;
+		enum store_status st = put_entry(ts, &evicted);
+
+		if (st != STORE_OK && st != STORE_NEWER)
+			log_store_failure(fx, ts->request_id, ts->f->body_len, st, evicted);
+		to_store_free(ts);
+	}
 	if (fx->stats_timer)
 		event_free(fx->stats_timer);
 	flight_table_free(fx->flights);

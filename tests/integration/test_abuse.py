@@ -1014,17 +1014,24 @@ def cache_stats_beside_a_full_map_does_not_make_stores_fail():
         stop.set()
         t.join(15 * SLOW)
         conn.close()
-        fails = [ln for ln in g.read_log().splitlines()[log_before:] if "could not store" in ln]
+        h.eventually(lambda: "trying again" not in g.read_log().splitlines()[-1], timeout=3,
+                     what="the stores waiting for a retry")
+        time.sleep(1)  # the last retry ends within 0.7 s
+        lines = g.read_log().splitlines()[log_before:]
+        fails = [ln for ln in lines if "could not store" in ln]
+        later = [ln for ln in lines if "stored on try" in ln]
         figure("map %d bytes, %s entries, used_bytes %s; alone, 160 misses filling it: %d of "
                "the last 100 stored, %d 'could not store' lines; then with `cache stats` run %d "
-               "times back to back beside it: %d of %d misses stored, %d 'could not store' "
-               "lines" % (map_size, full and full["entries"], full and full["used_bytes"],
-                          alone, len(fails_alone), runs[0], stored, tried, len(fails)))
+               "times back to back beside it: %d of %d misses stored at once, %d a moment "
+               "later (a retry), %d 'could not store' lines" % (
+                   map_size, full and full["entries"], full and full["used_bytes"], alone,
+                   len(fails_alone), runs[0], stored, tried, len(later), len(fails)))
         if fails:
             print("    first: " + fails[0][-160:])
         assert runs[0] >= 5, runs
-        assert not fails and stored == tried, ("stores failed beside the cache tool",
-                                               tried - stored, fails[:3])
+        # a put the tool's snapshot refused is stored on a retry: none lost
+        assert not fails and stored + len(later) == tried, (
+            "stores failed beside the cache tool", tried - stored - len(later), fails[:3])
         assert g.alive()
     finally:
         stop.set()
@@ -1042,8 +1049,9 @@ def small_distinct_misses_filling_the_map_do_not_keep_a_large_answer_out():
     big_sim = h.start_sim(a, contacts=2000)
     big_q = "days=365"
     map_size = 16 << 20
+    # honour: each no-cache ask is a refresh that must be stored
     g = gateway("--cache-size", str(map_size), "--threads", "2", "--ttl", "60",
-                upstream_port=big_sim.port)
+                "--client-no-cache", "honour", upstream_port=big_sim.port)
     stop = threading.Event()
     counts = [0] * 4
     try:
