@@ -492,6 +492,20 @@ size_t conns_count(const struct conns *cs)
 	return cs->n;
 }
 
+size_t conns_arriving(const struct conns *cs)
+{
+	size_t n = 0;
+
+	CHECK_OBJ_NOTNULL(cs, CONNS_MAGIC);
+	for (size_t fd = 0; fd < cs->by_fd_size; fd++) {
+		const struct conn *c = cs->by_fd[fd];
+
+		if (c != NULL && c->state != C_BUSY && (c->state == C_HEAD || c->first))
+			n++;
+	}
+	return n + cs->n_fresh;
+}
+
 size_t conns_busy(const struct conns *cs)
 {
 	return cs->n_busy;

@@ -105,6 +105,11 @@ void conns_set_user(struct conns *cs, struct evhttp_request *req, void *user);
  */
 void conns_sweep(struct conns *cs);
 
+/* Connections whose request is on its way: accepted and not yet asked
+ * anything, or with a head arriving (a drain waits a moment for them).
+ * Cost: a pass over the set's table (drains only). */
+size_t conns_arriving(const struct conns *cs);
+
 /* Connections open, and those busy with a request. */
 size_t conns_count(const struct conns *cs);
 size_t conns_busy(const struct conns *cs);

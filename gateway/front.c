@@ -50,6 +50,7 @@
 #define REQUEST_BODY_MAX 1024 /* GET carries no body; refuse big ones */
 #define TICK_MS 250           /* maintenance: pins, the idle reader */
 #define LISTEN_BACKLOG 4096
+#define DRAIN_ARRIVING_MS 1000 /* a drain waits this long for requests on their way */
 
 enum cache_control {
 	CC_NO_CACHE = 1,       /* refresh from upstream (still coalesced) */
@@ -111,6 +112,7 @@ struct front {
 	int running;       /* the thread was started */
 	size_t n_waiting;  /* waiters whose landing has not come */
 	int draining;
+	int64_t drain_began_ms;
 	int drained_told;  /* FRONT_DRAINED sent for this drain */
 	int stopping;
 };
@@ -152,6 +154,13 @@ static int64_t mono_ms(struct front *fr)
 static void check_idle(struct front *fr)
 {
 	int idle = fr->n_waiting == 0 && conns_busy(fr->conns) == 0;
+
+	/* a client that connected just before the drain began is about to ask:
+	 * its request is answered, not cut off, for DRAIN_ARRIVING_MS */
+	if (idle && fr->draining && !fr->drained_told &&
+	    mono_ms(fr) - fr->drain_began_ms < DRAIN_ARRIVING_MS &&
+	    conns_arriving(fr->conns) > 0)
+		idle = 0;
 
 	if (fr->draining && !fr->drained_told && idle) {
 		fr->drained_told = 1;
@@ -362,8 +371,10 @@ static void on_control(struct front *fr, struct front_msg *m)
 {
 	switch (m->what) {
 	case FRONT_DRAIN:
-		if (!fr->draining)
+		if (!fr->draining) {
 			stop_listening(fr);
+			fr->drain_began_ms = mono_ms(fr);
+		}
 		fr->draining = 1;
 		check_idle(fr);
 		break;
@@ -433,6 +444,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		access_log_flush(fr->alog);
 	atomic_store_explicit(&fr->mf->connections, (int64_t)conns_count(fr->conns),
 			      memory_order_relaxed);
+	if (fr->draining)
+		check_idle(fr); /* the wait for arriving requests ends */
 	beat(fr);
 }
 

@@ -16,11 +16,11 @@ distribution.
 
 Knobs (environment, for longer hunts): CG_DRAIN_ROUNDS (20), CG_DRAIN_BUDGET
 (60 s), CG_DRAIN_LATENCY_MS (1000), CG_DRAIN_DELAY_LO / _HI (0.05 / 0.10 s);
-raise CG_IT_WATCHDOG (170 s) with them. With delays of 0-10 ms a request
-whose connection the front has not yet read when it drains can get an
-honest 503 shutting_down instead (the front reports drained when nothing is
-busy or waiting; see check_idle in gateway/front.c): that is not the stall
-this file looks for, so the default stays at 50-100 ms.
+raise CG_IT_WATCHDOG (170 s) with them. (A request on a connection accepted
+before the drain but not yet read is answered too: the front waits up to 1 s
+for such requests, test_lifecycle checks it; a connection still in the
+kernel's backlog when the listener closes is reset, which only a restart on
+an inherited socket avoids: test_reload.)
 """
 import atexit
 import os

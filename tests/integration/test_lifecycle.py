@@ -3,7 +3,9 @@
 - SIGTERM (and SIGINT) with slow requests in flight (simulator latency 1 s):
   the listener closes at once (new connections refused), the in-flight
   requests still get their 200, then the gateway exits 0; past
-  --shutdown-timeout what is still in flight gets 503 shutting_down;
+  --shutdown-timeout what is still in flight gets 503 shutting_down; a
+  request on a connection accepted before the signal and sent just after
+  it is answered 200;
 - --max-connections 2: a third connection, while two are open, waits in the
   kernel's backlog unserved; once one closes, it is accepted and served;
 - a request head over the limits is refused with a 4xx, never a crash;
@@ -100,6 +102,35 @@ def sigint_when_idle_exits_0():
     assert h.contacts(g.port, "days=3").status == 200
     g.signal(signal.SIGINT)
     assert g.wait(5) == 0
+
+
+@run.test
+def a_request_sent_as_the_drain_begins_is_answered():
+    # the connection was accepted before SIGTERM, its request leaves the
+    # client just after (0-100 ms): the front must not call itself drained
+    # while such a request is on its way (it waits up to 1 s for them)
+    statuses = []
+    for i in range(8):
+        g = gateway()
+        try:
+            s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+            time.sleep(0.05)  # accepted by now
+            g.signal(signal.SIGTERM)
+            time.sleep(i * 0.0125)
+            s.sendall(b"GET /api/public/contacts?days=%d HTTP/1.1\r\nHost: x\r\n"
+                      b"x-api-key: %s\r\n\r\n" % (300 + i, h.KEY_A.encode()))
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            statuses.append(data.split(b" ", 2)[1] if data else b"closed")
+            assert g.wait(10) == 0
+        finally:
+            h.stop_gateway(g)
+    assert statuses == [b"200"] * 8, statuses
 
 
 @run.test
