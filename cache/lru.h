@@ -55,6 +55,13 @@ int64_t lru_last_used(const uint8_t id[STORE_ID_LEN], int64_t stored_ms, void *a
  * see lru.c). Returns the last store_put status; *evicted (may be NULL)
  * counts the entries deleted. Borrows everything; e->etag is set on
  * STORE_OK.
+ *
+ * Cost, and a limit of LMDB: a value larger than a page lies in one run of
+ * contiguous pages, and a map full of small entries frees its pages here
+ * and there, so making room for a large answer there can take most of the
+ * small ones (a 900 KB answer in an 8 MB map of 200-byte ones: all 14 592,
+ * tests/unit/test_derived.c); bounded by LRU_PUT_PASSES x LRU_EVICT_SCAN
+ * entries per put. Storing large bodies in chunks would lift it.
  */
 enum store_status lru_put(struct lru *l, struct store *st, const uint8_t id[STORE_ID_LEN],
 			  struct store_entry *e, int64_t now_ms, size_t *evicted);
