@@ -50,8 +50,14 @@ static void header(FILE *out, const char *date)
 	      "kept under its upstream rate, and stored answers stand in when the\n"
 	      "vendor fails or limits it.\n"
 	      ".PP\n"
-	      "It logs one line per event on standard error and answers\n"
-	      "\\fBGET /healthz\\fR with 200 while it serves.\n",
+	      "With \\fB\\-\\-derive\\fR, a question whose answer lies in a fresh stored\n"
+	      "answer of the same key is cut out of it byte for byte, without asking\n"
+	      "the vendor.\n"
+	      ".PP\n"
+	      "It logs one line per event on standard error (and, with\n"
+	      "\\fB\\-\\-access\\-log\\fR, one JSON line per request), answers\n"
+	      "\\fBGET /healthz\\fR with 200 while it runs, \\fBGET /readyz\\fR with 200\n"
+	      "while it accepts work, and \\fBGET /metrics\\fR with Prometheus metrics.\n",
 	      out);
 }
 
@@ -94,6 +100,18 @@ static void rest(FILE *out, const char *confdir, const char *docdir)
 	      ".TP\n"
 	      ".B SIGUSR1\n"
 	      "Reopen the log files (as logrotate expects).\n"
+	      ".TP\n"
+	      ".BR SIGRTMIN+1 \", \" SIGRTMIN+2\n"
+	      "Go offline (answer from the cache only), and back online.\n"
+	      ".TP\n"
+	      ".B SIGUSR2\n"
+	      "Ignored.\n"
+	      ".SH RESTARTS\n"
+	      "Under systemd with the socket unit, \\fBsystemctl restart\\fR refuses no\n"
+	      "connection: they wait in the socket's backlog. Elsewhere, start the new\n"
+	      "gateway with the same \\fB\\-\\-cache\\-dir\\fR and \\fB\\-\\-takeover\\fR: it takes\n"
+	      "the running gateway's listening sockets (over a Unix socket in the cache\n"
+	      "directory), which then drains and exits.\n"
 	      ".SH CACHE TOOLS\n"
 	      "\\fBcontacts\\-gateway cache\\fR \\fICOMMAND\\fR works on a cache directory\n"
 	      "(\\fB\\-\\-cache\\-dir\\fR), beside a running gateway or not:\n"
