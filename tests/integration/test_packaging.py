@@ -81,7 +81,9 @@ def cmake_install_lays_out_every_file():
             "etc/contacts-gateway/contacts-gateway.conf",
             "share/doc/contacts-gateway/README.md",
             "share/doc/contacts-gateway/operations.md",
-            "share/doc/contacts-gateway/configuration.md"]
+            "share/doc/contacts-gateway/configuration.md",
+            "share/doc/contacts-gateway/scale-out.md",
+            "share/doc/contacts-gateway/examples/haproxy.cfg"]
     missing = [p for p in want if not os.path.isfile(os.path.join(PREFIX, p))]
     assert not missing, ("not installed", missing)
     for p in ("bin/contacts-gateway", "bin/contacts-gateway-sim"):
