@@ -695,31 +695,37 @@ static void log_stale(struct answerer *as, const struct waited *w, const char *w
 }
 
 /*
- * A flight the fetch layer answered from another stored answer (--derive):
- * from the entry it stored, as any hit (negotiated, its ETag, 304, Age and
- * TTL of the source, Cache-Status detail=derived); if it could not store
- * it, from the landing's body as it is.
+ * A flight the fetch layer answered from the store: derived from another
+ * stored answer (--derive), or stored meanwhile by a flight that landed
+ * between this request's lookup and its ask. From the entry, as any hit
+ * (negotiated, its ETag, 304, Age and TTL, Cache-Status detail=derived for
+ * a derived one); if it is gone already, from the landing's copy as it is.
  */
-static void answer_derived(struct answerer *as, struct evhttp_request *req,
-			   const struct waited *w, const struct fetched *f)
+static void answer_from_store(struct answerer *as, struct evhttp_request *req,
+			      const struct waited *w, const struct fetched *f)
 {
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	struct serve_how how = {.max_stale_ms = -1, .collapsed = w->collapsed};
-	char status[160], age[24];
+	enum metrics_cache cache = f->derived ? MC_DERIVED : MC_COLLAPSED;
+	char status[192], age[24];
 	struct evbuffer *body;
 	int64_t now = wall_ms(as);
+	int n;
 
 	if (f->stored && answer_stored(as, req, w->id, &how) == SERVED) {
 		if (as->note)
-			as->note->cache = MC_DERIVED;
+			as->note->cache = cache;
 		return;
 	}
 	if (as->note)
-		as->note->cache = MC_DERIVED;
-	snprintf(status, sizeof(status),
-		 ANSWER_STATUS_NAME "; hit; ttl=%" PRId64 "; detail=derived; rule=%s%s",
-		 ttl_left_s(f->expires_ms, now), derive_rule_name((enum derive_rule)f->derived),
-		 w->collapsed ? "; collapsed" : "");
+		as->note->cache = cache;
+	n = snprintf(status, sizeof(status), ANSWER_STATUS_NAME "; hit; ttl=%" PRId64,
+		     ttl_left_s(f->expires_ms, now));
+	if (f->derived)
+		n += snprintf(status + n, sizeof(status) - (size_t)n, "; detail=derived; rule=%s",
+			      derive_rule_name((enum derive_rule)f->derived));
+	if (w->collapsed)
+		snprintf(status + n, sizeof(status) - (size_t)n, "; collapsed");
 	snprintf(age, sizeof(age), "%" PRId64,
 		 now > f->stored_ms ? (now - f->stored_ms) / 1000 : 0);
 	for (size_t i = 0; i < f->n_headers; i++)
@@ -750,8 +756,8 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 
 	CHECK_OBJ_NOTNULL(as, ANSWERER_MAGIC);
 	CHECK_OBJ_NOTNULL(f, FETCHED_MAGIC);
-	if (f->derived) {
-		answer_derived(as, req, w, f);
+	if (f->from_store) {
+		answer_from_store(as, req, w, f);
 		return;
 	}
 	if (as->note && f->asked) { /* a stored answer standing in says hit/stale */

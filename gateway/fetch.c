@@ -33,6 +33,7 @@
 #include "policy/json.h"
 #include "policy/keyset.h"
 #include "policy/limit.h"
+#include "policy/ttl.h"
 
 #define FETCHER_MAGIC 0x46545352u
 #define FETCH_MAGIC 0x46544348u
@@ -591,6 +592,7 @@ static int try_derive(struct fetch *fc)
 		return 0;
 	}
 	f = fetched_new();
+	f->from_store = 1;
 	f->derived = d.rule;
 	f->result = UPSTREAM_OK;
 	f->status = 200;
@@ -904,6 +906,54 @@ static void refuse_one(struct fetcher *fx, struct fetch_ask *a, int refusal,
 	fetched_release(f);
 }
 
+/*
+ * A miss whose flight landed between the front's lookup and this ask (the
+ * front found nothing fresh, then the answer was stored): the entry is
+ * fresh in the store now, so it is the answer, not a second upstream
+ * request. One read per new flight; the entry is copied into the landing
+ * only when found (the race), so the front can answer even if it is
+ * evicted before it looks. Returns 1 if answered.
+ */
+static int answer_if_stored(struct fetcher *fx, struct fetch_ask *a)
+{
+	struct store_view *view;
+	struct store_entry e;
+	struct fetched *f;
+
+	if (store_get(fx->store, a->id, &view, &e) != STORE_OK)
+		return 0;
+	if (ttl_is_stale(e.expires_ms, now_ms(fx))) {
+		store_view_release(view);
+		return 0;
+	}
+	f = fetched_new();
+	f->from_store = 1;
+	f->stored = 1;
+	f->derived = e.derived;
+	f->result = UPSTREAM_OK;
+	f->status = 200;
+	f->stored_ms = e.stored_ms;
+	f->expires_ms = e.expires_ms;
+	f->etag = e.etag;
+	if (e.content_type_len > 0) {
+		f->headers[0].name = "Content-Type";
+		snprintf(f->headers[0].value, sizeof(f->headers[0].value), "%.*s",
+			 (int)(e.content_type_len < sizeof(f->headers[0].value)
+				       ? e.content_type_len
+				       : sizeof(f->headers[0].value) - 1),
+			 e.content_type);
+		f->n_headers = 1;
+	}
+	f->body = malloc(e.body_len ? e.body_len : 1);
+	AN(f->body);
+	memcpy(f->body, e.body, e.body_len);
+	f->body_len = e.body_len;
+	store_view_release(view);
+	send_landing(a->reply, a->token, 1, f);
+	fetched_release(f);
+	return 1;
+}
+
 /* FETCH_MISS: joins the flight for the id, opening it (and asking for its
  * upstream fetch) if this waiter is the first. Takes the ask. */
 static void ask_miss(struct fetcher *fx, struct fetch_ask *a)
@@ -928,6 +978,10 @@ static void ask_miss(struct fetcher *fx, struct fetch_ask *a)
 	}
 	if (flight && flight_waiters(flight) >= (size_t)fx->cfg->max_waiters) {
 		refuse_one(fx, a, REFUSED_OVERLOADED, 1000);
+		fetch_ask_free(a);
+		return;
+	}
+	if (flight == NULL && !a->refresh && answer_if_stored(fx, a)) {
 		fetch_ask_free(a);
 		return;
 	}

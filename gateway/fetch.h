@@ -121,9 +121,12 @@ struct fetched {
 	int malformed; /* a 200 whose body is not a JSON array */
 	int stored;    /* the answer was written to the cache */
 	uint64_t etag; /* its ETag when stored */
-	unsigned derived;   /* not asked: derived from a stored answer by this
-			     * rule (enum derive_rule); status 200, body set */
-	int64_t stored_ms;  /* derived: the source's times (Age, TTL) */
+	int from_store;     /* not asked: answered from the store (status 200,
+			     * body and headers a copy; stored: the entry is there) */
+	unsigned derived;   /* from_store: derived from another stored answer by
+			     * this rule (enum derive_rule); 0: the entry itself,
+			     * stored between the front's lookup and its ask */
+	int64_t stored_ms;  /* from_store: the answer's times (Age, TTL) */
 	int64_t expires_ms;
 };
 

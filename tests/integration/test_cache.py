@@ -292,6 +292,46 @@ def log_level_error_still_logs_damage():
 
 
 @run.test
+def misses_racing_a_landing_make_one_upstream_request():
+    # an upstream with no latency: a request that misses in the cache while
+    # the same question's flight lands finds no flight when its ask arrives;
+    # the fetch layer must find the stored answer then, not fetch again
+    # (found by test_cluster: 114-120 upstream requests for 100 questions)
+    g = h.start_gateway(a, sim.port, "--threads", "2")
+    try:
+        before = upstream_total()
+        questions = ["days=200&limit=%d" % n for n in range(1, 61)]
+        out = []
+        lock = threading.Lock()
+
+        def ask(q):
+            conn = h.connect(g.port)
+            try:
+                r = h.contacts(g.port, q, conn=conn)
+                with lock:
+                    out.append((r.status, r.body, q))
+            finally:
+                conn.close()
+
+        for q in questions:
+            ts = [threading.Thread(target=ask, args=(q,)) for _ in range(3)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(10)
+        assert len(out) == 180 and all(st == 200 for st, _, _ in out)
+        bodies = {}
+        for _, body, q in out:
+            bodies.setdefault(q, set()).add(body)
+        assert all(len(b) == 1 for b in bodies.values())
+        assert upstream_total() - before == len(questions), (
+            "upstream requests for %d questions asked 3 times at once" % len(questions),
+            upstream_total() - before)
+    finally:
+        h.stop_gateway(g)
+
+
+@run.test
 def clean_exit():
     h.stop_gateway(gw)
     assert sim.stop() == 0, sim.read_log()[-2000:]
