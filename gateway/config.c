@@ -31,6 +31,7 @@ enum opt_type {
 	OPT_CODINGS,  /* a list of content codings, or "off" (unsigned ENC_BIT mask) */
 	OPT_RULES,    /* a list of derive rules, "all" or "off" (unsigned derive_rule bits) */
 	OPT_NOCACHE,  /* ignore, revalidate or honour (int enum client_no_cache) */
+	OPT_NETS,     /* addresses and CIDR networks, or "off" (struct proxy_nets) */
 	OPT_TTL,      /* uint32_t seconds, or "inherit" (TTL_INHERIT); a duration */
 	OPT_SECONDS,  /* uint32_t seconds; a duration (bare: s) */
 	OPT_FLAG,     /* int 0/1; a bare --flag means 1 */
@@ -165,6 +166,9 @@ static const struct opt opts[] = {
 	 "upstream requests per second per client address (off: no limit)"},
 	{"client-burst", OPT_COUNT, OFF(client_burst), 1, 100000, "20", "N",
 	 "upstream requests per client address at once, above client-rate"},
+	{"trusted-proxies", OPT_NETS, OFF(trusted_proxies), 0, 0, "off", "CIDRS",
+	 "peers (addresses, CIDR networks, comma-separated, at most 32) whose "
+	 "X-Forwarded-For names the client, for client-rate and the access log (off: none)"},
 	{"unauthorized-ttl", OPT_SECONDS, OFF(unauthorized_ttl_s), 0, 3600, "10", "SECONDS",
 	 "a vendor 401 for a key is answered locally this long (0: off)"},
 	{"derive", OPT_RULES, OFF(derive), 0, 0, "off", "RULES",
@@ -525,6 +529,15 @@ int config_set(struct cg_config *cfg, const char *name, const char *value,
 			return -1;
 		}
 		return 0;
+	case OPT_NETS: {
+		char why[160];
+
+		if (proxy_parse(value, (struct proxy_nets *)(void *)field, why, sizeof(why)) != 0) {
+			snprintf(err, err_size, "%s: %s", name, why);
+			return -1;
+		}
+		return 0;
+	}
 	case OPT_RULES:
 		if (parse_rules(value, (unsigned *)(void *)field) != 0) {
 			snprintf(err, err_size, "%s: '%s' is not a list of pages, cursors, days, "

@@ -23,6 +23,7 @@
 #include <stdio.h>
 
 #include "gateway/log.h"
+#include "policy/proxy.h"
 
 #define CONFIG_HOST_MAX 256
 #define CONFIG_URL_MAX 1024
@@ -107,6 +108,7 @@ struct cg_config {
 	double new_key_rate;           /* upstream requests/s of never-good keys; 0 off */
 	double client_rate;            /* upstream requests/s per client address; 0 off */
 	long client_burst;
+	struct proxy_nets trusted_proxies; /* peers whose X-Forwarded-For names the client */
 	uint32_t unauthorized_ttl_s;   /* a vendor 401 answered locally this long; 0 off */
 	/* the economy */
 	unsigned derive;               /* enum derive_rule bits: answers derived from stored ones */

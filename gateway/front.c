@@ -50,6 +50,7 @@
 #define REQUEST_BODY_MAX 1024 /* GET carries no body; refuse big ones */
 #define TICK_MS 250           /* maintenance: pins, the idle reader */
 #define LISTEN_BACKLOG 4096
+#define XFF_HEADERS_MAX 16     /* X-Forwarded-For fields read (the last ones count) */
 #define DRAIN_ARRIVING_MS 1000 /* a drain waits this long for requests on their way */
 
 enum cache_control {
@@ -257,6 +258,43 @@ static void request_id_of(struct front *fr, struct evhttp_request *req,
 	snprintf(out, FETCH_REQUEST_ID_MAX + 1, "%08x%08x", fr->rid_seed, ++fr->rid_count);
 }
 
+/*
+ * The client's address: the TCP peer, or with --trusted-proxies and a
+ * trusted peer, the rightmost untrusted X-Forwarded-For hop (policy/proxy).
+ * 0, or -1 when the connection is gone (out "").
+ */
+static int client_address(struct front *fr, struct evhttp_request *req, char *out,
+			  size_t out_size)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	const char *xff[XFF_HEADERS_MAX];
+	char *addr = NULL;
+	ev_uint16_t port = 0;
+	size_t n = 0;
+
+	out[0] = '\0';
+	if (evcon)
+		evhttp_connection_get_peer(evcon, &addr, &port);
+	if (addr == NULL)
+		return -1;
+	if (fr->cfg->trusted_proxies.n == 0) {
+		snprintf(out, out_size, "%s", addr);
+		return 0;
+	}
+	for (struct evkeyval *kv = evhttp_request_get_input_headers(req)->tqh_first; kv;
+	     kv = kv->next.tqe_next) {
+		if (evutil_ascii_strcasecmp(kv->key, "X-Forwarded-For") != 0)
+			continue;
+		if (n == XFF_HEADERS_MAX) { /* keep the last ones: they are the proxies' */
+			memmove(xff, xff + 1, (XFF_HEADERS_MAX - 1) * sizeof(xff[0]));
+			n--;
+		}
+		xff[n++] = kv->value;
+	}
+	proxy_client(&fr->cfg->trusted_proxies, addr, xff, n, out, out_size);
+	return 0;
+}
+
 /* A request's head was read: its clock, its id (sent back on every answer),
  * and with the access log what it will show. */
 static void begin_request(struct front *fr, struct evhttp_request *req, struct req_ctx *ctx)
@@ -272,16 +310,11 @@ static void begin_request(struct front *fr, struct evhttp_request *req, struct r
 	if (fr->alog) {
 		const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 		const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-		char *addr = NULL;
-		ev_uint16_t port = 0;
 
 		snprintf(ctx->method, sizeof(ctx->method), "%s",
 			 method_name(evhttp_request_get_command(req)));
 		snprintf(ctx->path, sizeof(ctx->path), "%s", path ? path : "");
-		if (evcon)
-			evhttp_connection_get_peer(evcon, &addr, &port);
-		snprintf(ctx->client, sizeof(ctx->client), "%s", addr ? addr : "");
+		client_address(fr, req, ctx->client, sizeof(ctx->client));
 	} else {
 		ctx->method[0] = ctx->path[0] = ctx->client[0] = '\0';
 	}
@@ -548,16 +581,12 @@ static const uint8_t *caller_hash(struct front *fr, struct evhttp_request *req,
 
 /* With --client-rate: the hash of the client's address (its own bucket).
  * Returns 0 when the connection is gone. */
-static int client_hash(struct evhttp_request *req, uint8_t out[STORE_KEYHASH_LEN])
+static int client_hash(struct front *fr, struct evhttp_request *req,
+		       uint8_t out[STORE_KEYHASH_LEN])
 {
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	char *addr = NULL;
-	ev_uint16_t port;
+	char addr[PROXY_ADDR_MAX];
 
-	if (evcon == NULL)
-		return 0;
-	evhttp_connection_get_peer(evcon, &addr, &port);
-	if (addr == NULL)
+	if (client_address(fr, req, addr, sizeof(addr)) != 0)
 		return 0;
 	store_hash_api_key(addr, strlen(addr), out);
 	return 1;
@@ -587,7 +616,7 @@ static struct fetch_ask *make_ask(struct front *fr, struct evhttp_request *req,
 	}
 	a->ttl_s = ttl_seconds(&ttl, q);
 	a->reply = fr->inbox;
-	if (fr->cfg->client_rate > 0 && client_hash(req, a->client))
+	if (fr->cfg->client_rate > 0 && client_hash(fr, req, a->client))
 		a->has_client = 1;
 	return a;
 }

@@ -180,6 +180,40 @@ def log_lines(path):
 
 
 @run.test
+def trusted_proxies_name_the_client():
+    # behind HAProxy the peer is HAProxy: with --trusted-proxies its
+    # X-Forwarded-For names the client, for the access log and --client-rate
+    path = os.path.join(WORK, "access-xff.log")
+    g = gateway("--trusted-proxies", "127.0.0.0/8", "--client-rate", "0.001",
+                "--client-burst", "1", log=path)
+    try:
+        xff = lambda ip: {"X-Forwarded-For": "198.51.100.9, " + ip}  # noqa: E731
+        assert h.contacts(g.port, "days=121", headers=xff("203.0.113.1")).status == 200
+        # another client behind the same proxy has a bucket of its own
+        assert h.contacts(g.port, "days=122", headers=xff("203.0.113.2")).status == 200
+        # the first one's is spent (burst 1): refused, named
+        r = h.contacts(g.port, "days=123", headers=xff("203.0.113.1"))
+        assert r.status == 429 and r.json().get("limit") == "client_rate", (r.status, r.body)
+        h.eventually(lambda: os.path.exists(path) and len(log_lines(path)) >= 3,
+                     what="3 access log lines")
+        clients = sorted(x["client"] for x in log_lines(path))
+        assert clients == ["203.0.113.1", "203.0.113.1", "203.0.113.2"], clients
+    finally:
+        h.stop_gateway(g)
+    # not trusted: the peer is the client, whatever it says
+    path = os.path.join(WORK, "access-noxff.log")
+    g = gateway(log=path)
+    try:
+        assert h.contacts(g.port, "days=124",
+                          headers={"X-Forwarded-For": "203.0.113.1"}).status == 200
+        h.eventually(lambda: os.path.exists(path) and len(log_lines(path)) >= 1,
+                     what="an access log line")
+        assert log_lines(path)[0]["client"] == "127.0.0.1"
+    finally:
+        h.stop_gateway(g)
+
+
+@run.test
 def access_log_lines_and_rotation():
     h.sim_reset(sim)
     path = os.path.join(WORK, "access.log")
