@@ -353,6 +353,27 @@ def front_conns(pid, idle):
     return sorted((now[fd] - idle.get(fd, 0) for fd in fds), reverse=True)
 
 
+def machine_busy():
+    """CPU seconds the whole machine has been busy (user, nice, system,
+    irq, softirq: what processes are charged; steal and idle left out)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(limit_pct=25, max_wait_s=20, probe_s=0.5):
+    """Waits (at most max_wait_s) until the machine, idle on our side, is
+    busy under limit_pct % of its cores over probe_s: other people's builds
+    and tests. Returns the last busy % seen."""
+    deadline = time.time() + max_wait_s
+    while True:
+        b0 = machine_busy()
+        time.sleep(probe_s)
+        pct = (machine_busy() - b0) / (probe_s * os.cpu_count()) * 100
+        if pct < limit_pct or time.time() >= deadline:
+            return pct
+
+
 def status_kb(pid, field):
     """A /proc/PID/status field in kB (VmRSS, RssAnon, VmHWM, ...)."""
     with open("/proc/%d/status" % pid) as f:
