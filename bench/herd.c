@@ -1,13 +1,18 @@
 /*
- * herd: a thundering-herd client for bench/hits. Opens N keep-alive
+ * herd: a thundering-herd client for bench/herd. Opens N keep-alive
  * connections to 127.0.0.1:PORT, then sends the same GET on each, back to
  * back, and reads every answer with one epoll loop, so the figures are the
  * server's and not a client's thread scheduling or interpreter.
  *
- * Usage: herd PORT PATH API_KEY [N]   (N default 50, at most 1000)
+ * Usage: herd PORT PATH API_KEY [N [PAUSE_MS]]
+ *   N: connections and requests (default 50, at most 1000); PAUSE_MS: wait
+ *   this long after the connections are open, before the first send
+ *   (default 0), so the server has accepted them all (and a harness can
+ *   look at where they went).
  * Prints one line per request, in sending order: its latency in ms (from
- * just before its send to the last byte of its answer), its HTTP status and
- * when its answer ended, in ms after the first send.
+ * just before its send to the last byte of its answer), its HTTP status,
+ * when its answer ended, in ms after the first send, and its body's length
+ * (Content-Length; every byte of it was read).
  * Exits 1 if an answer does not come within 30 s or is not HTTP/1.1.
  */
 #include <arpa/inet.h>
@@ -33,6 +38,7 @@ struct client {
 	char head[HEAD_MAX];
 	size_t head_len;
 	long long body_left; /* -1 until the head is complete */
+	long long body_len;  /* its Content-Length */
 };
 
 static double now_ms(void)
@@ -69,6 +75,7 @@ static int take(struct client *c, const char *p, size_t n)
 		}
 		cl = strcasestr(c->head, "\r\ncontent-length:");
 		c->body_left = cl ? atoll(cl + 17) : 0;
+		c->body_len = c->body_left;
 		/* the bytes of this read past the head belong to the body */
 		c->body_left -= (long long)(n - ((size_t)(end + 4 - c->head) - before));
 		return c->body_left <= 0;
@@ -83,11 +90,13 @@ int main(int argc, char **argv)
 	static char buf[1 << 20];
 	struct sockaddr_in sa = {.sin_family = AF_INET};
 	char req[2048];
-	int n = argc > 4 ? atoi(argv[4]) : 50, ep, left, one = 1, len;
+	int n = argc > 4 ? atoi(argv[4]) : 50, pause_ms = argc > 5 ? atoi(argv[5]) : 0;
+	int ep, left, one = 1, len;
 	double deadline;
 
-	if (argc < 4 || n < 1 || n > HERD_MAX) {
-		fprintf(stderr, "usage: herd PORT PATH API_KEY [N<=%d]\n", HERD_MAX);
+	if (argc < 4 || n < 1 || n > HERD_MAX || pause_ms < 0 || pause_ms > 10000) {
+		fprintf(stderr, "usage: herd PORT PATH API_KEY [N<=%d [PAUSE_MS<=10000]]\n",
+			HERD_MAX);
 		return 2;
 	}
 	sa.sin_port = htons((unsigned short)atoi(argv[1]));
@@ -105,6 +114,11 @@ int main(int argc, char **argv)
 		}
 		setsockopt(cl[i].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		cl[i].body_left = -1;
+	}
+	if (pause_ms > 0) {
+		struct timespec ts = {pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L};
+
+		nanosleep(&ts, NULL);
 	}
 	for (int i = 0; i < n; i++) {
 		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
@@ -144,8 +158,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	for (int i = 0; i < n; i++) {
-		printf("%.3f %d %.3f\n", cl[i].done_ms - cl[i].sent_ms, cl[i].status,
-		       cl[i].done_ms - cl[0].sent_ms);
+		printf("%.3f %d %.3f %lld\n", cl[i].done_ms - cl[i].sent_ms, cl[i].status,
+		       cl[i].done_ms - cl[0].sent_ms, cl[i].body_len);
 		close(cl[i].fd);
 	}
 	close(ep);
