@@ -76,6 +76,8 @@ struct answerer {
 	size_t copies;         /* copies alive, and their bytes */
 	size_t copy_bytes;
 	struct answer_note *note; /* what the answers fill, or NULL */
+	answer_count_fn count;    /* counts a note as its answer is written */
+	void *count_arg;
 	int64_t read_error_ms;    /* the last "cannot read" line */
 	struct {
 		uint64_t tag;
@@ -110,6 +112,13 @@ void answerer_set_metrics(struct answerer *as, struct metrics_front *m)
 	as->metrics = m;
 }
 
+void answerer_set_counter(struct answerer *as, answer_count_fn fn, void *arg)
+{
+	CHECK_OBJ_NOTNULL(as, ANSWERER_MAGIC);
+	as->count = fn;
+	as->count_arg = arg;
+}
+
 void answerer_note(struct answerer *as, struct answer_note *note)
 {
 	CHECK_OBJ_NOTNULL(as, ANSWERER_MAGIC);
@@ -129,6 +138,10 @@ void answer_send(struct answerer *as, struct evhttp_request *req, int code,
 	if (as->note) {
 		as->note->status = code;
 		as->note->bytes = body ? evbuffer_get_length(body) : 0;
+		if (as->count && !as->note->counted) {
+			as->count(as->count_arg, as->note);
+			as->note->counted = 1;
+		}
 	}
 	evhttp_send_reply(req, code, NULL, body);
 	if (fd < 0)
@@ -487,7 +500,7 @@ static enum served serve_entry(struct answerer *as, struct evhttp_request *req,
 	lru_touch(as->lru, id, now);
 	how->served_stale = stale;
 	if (as->note)
-		as->note->cache = stale ? MC_STALE : MC_HIT;
+		as->note->cache = stale ? MC_STALE : as->note->serve_as ? as->note->serve_as : MC_HIT;
 	for (int k = ENC_GZIP; k < ENC_N; k++)
 		if (e.enc[k].len)
 			mask |= ENC_BIT(k);
@@ -712,11 +725,10 @@ static void answer_from_store(struct answerer *as, struct evhttp_request *req,
 	int64_t now = wall_ms(as);
 	int n;
 
-	if (f->stored && answer_stored(as, req, w->id, &how) == SERVED) {
-		if (as->note)
-			as->note->cache = cache;
+	if (as->note)
+		as->note->serve_as = cache;
+	if (f->stored && answer_stored(as, req, w->id, &how) == SERVED)
 		return;
-	}
 	if (as->note)
 		as->note->cache = cache;
 	n = snprintf(status, sizeof(status), ANSWER_STATUS_NAME "; hit; ttl=%" PRId64,

@@ -72,7 +72,17 @@ struct answer_note {
 	uint64_t bytes;        /* body bytes sent (0 for HEAD and 304) */
 	int upstream_status;   /* the vendor's status for this answer; 0: not asked */
 	double upstream_ms;    /* the exchange's time; < 0: not asked */
+	int counted;           /* the counter (answerer_set_counter) saw it */
+	enum metrics_cache serve_as; /* non-zero: the cache label a stored answer
+				      * served now gets (MC_HIT is 0: not settable,
+				      * it is the default) */
 };
+
+/* Called with the note as an answer is about to be written: counting it
+ * then, not after, means a client that has its answer finds it counted
+ * (a scrape right after sees it). */
+typedef void (*answer_count_fn)(void *arg, struct answer_note *note);
+void answerer_set_counter(struct answerer *as, answer_count_fn fn, void *arg);
 
 /* Counts corrupt records into `m` (borrowed; NULL: not counted). */
 void answerer_set_metrics(struct answerer *as, struct metrics_front *m);

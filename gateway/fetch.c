@@ -906,6 +906,20 @@ static void refuse_one(struct fetcher *fx, struct fetch_ask *a, int refusal,
 	fetched_release(f);
 }
 
+/* Is a fresh answer stored under id? */
+static int fresh_in_store(struct fetcher *fx, const uint8_t id[STORE_ID_LEN])
+{
+	struct store_view *view;
+	struct store_entry e;
+	int fresh;
+
+	if (store_get(fx->store, id, &view, &e) != STORE_OK)
+		return 0;
+	fresh = !ttl_is_stale(e.expires_ms, now_ms(fx));
+	store_view_release(view);
+	return fresh;
+}
+
 /*
  * A miss whose flight landed between the front's lookup and this ask (the
  * front found nothing fresh, then the answer was stored): the entry is
@@ -1008,7 +1022,10 @@ static void ask_miss(struct fetcher *fx, struct fetch_ask *a)
 static void ask_refresh(struct fetcher *fx, struct fetch_ask *a)
 {
 	if (fx->aborting || flight_find(fx->flights, a->id) != NULL ||
-	    keyset_get(fx->unauthorized, a->keyhash, mono_ms(fx)) > 0) {
+	    keyset_get(fx->unauthorized, a->keyhash, mono_ms(fx)) > 0 ||
+	    fresh_in_store(fx, a->id)) {
+		/* under way, refused, or refreshed already (a refresh that
+		 * landed between the front's stale hit and this ask) */
 		fetch_ask_free(a);
 		return;
 	}

@@ -113,6 +113,7 @@ struct front {
 	int running;       /* the thread was started */
 	size_t n_waiting;  /* waiters whose landing has not come */
 	int draining;
+	const struct req_ctx *counting; /* the request being answered (on_count) */
 	int64_t drain_began_ms;
 	int drained_told;  /* FRONT_DRAINED sent for this drain */
 	int stopping;
@@ -321,6 +322,29 @@ static void begin_request(struct front *fr, struct evhttp_request *req, struct r
 }
 
 /* A request was answered (note): counted, and logged. */
+/* Counts a contacts request in the metrics (answer_count_fn: as its answer
+ * is about to be written, or at the latest in finish_request). */
+static void count_request(struct front *fr, const struct req_ctx *ctx,
+			  const struct answer_note *note)
+{
+	int64_t us = (mono_ns() - ctx->start_ns) / 1000;
+
+	if (!note->contacts) /* the metrics count contacts requests only */
+		return;
+	metrics_request(fr->mf, note->status, note->cache, us > 0 ? (uint64_t)us : 0);
+	if (ctx->caller[0])
+		metrics_caller(fr->sh.metrics, ctx->caller, note->cache);
+}
+
+static void on_count(void *arg, struct answer_note *note)
+{
+	struct front *fr = arg;
+
+	CHECK_OBJ_NOTNULL(fr, FRONT_MAGIC);
+	AN(fr->counting);
+	count_request(fr, fr->counting, note);
+}
+
 static void finish_request(struct front *fr, const struct req_ctx *ctx,
 			   const struct answer_note *note)
 {
@@ -328,11 +352,8 @@ static void finish_request(struct front *fr, const struct req_ctx *ctx,
 	struct access_rec r;
 	struct timespec now;
 
-	if (note->contacts) { /* the metrics count contacts requests only */
-		metrics_request(fr->mf, note->status, note->cache, us > 0 ? (uint64_t)us : 0);
-		if (ctx->caller[0])
-			metrics_caller(fr->sh.metrics, ctx->caller, note->cache);
-	}
+	if (!note->counted)
+		count_request(fr, ctx, note);
 	if (fr->alog == NULL)
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -373,7 +394,9 @@ static void on_landing(struct front *fr, struct fetch_landing *l)
 		struct answer_note note = {.contacts = 1, .cache = MC_NONE, .upstream_ms = -1};
 
 		answerer_note(fr->as, &note);
+		fr->counting = &w->ctx;
 		answer_landed(fr->as, w->req, &how, l->f);
+		fr->counting = NULL;
 		answerer_note(fr->as, NULL);
 		finish_request(fr, &w->ctx, &note);
 	}
@@ -871,7 +894,9 @@ static void on_request(struct evhttp_request *req, void *arg)
 	begin_request(fr, req, &ctx);
 	closing(fr, req);
 	answerer_note(fr->as, &note);
+	fr->counting = &ctx;
 	route(fr, req, v, &ctx, &note);
+	fr->counting = NULL;
 	answerer_note(fr->as, NULL);
 	if (note.status != 0) /* answered now, not waiting for a landing */
 		finish_request(fr, &ctx, &note);
@@ -1033,6 +1058,7 @@ struct front *front_new(const struct front_shared *sh, unsigned index, unsigned 
 	fr->as = answerer_new(fr->base, cfg, reader, sh->lru);
 	fr->mf = sh->metrics->fronts[index];
 	answerer_set_metrics(fr->as, fr->mf);
+	answerer_set_counter(fr->as, on_count, fr);
 	if (sh->access_fd >= 0)
 		fr->alog = access_log_new(sh->access_fd);
 	if (getrandom(&fr->rid_seed, sizeof(fr->rid_seed), 0) != sizeof(fr->rid_seed))
