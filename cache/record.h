@@ -35,6 +35,13 @@ void record_write(uint8_t *p, const struct store_entry *e);
 enum store_status record_decode(const void *p, size_t size, const uint8_t *id,
 				struct store_entry *e);
 
+/* record_decode, with verify 0: the layout is checked (lengths, magic,
+ * version, flags: nothing outside the record is ever read) but not the
+ * checksum nor the id, for a record verified before at the same place
+ * (store.c's readers remember those). */
+enum store_status record_decode_how(const void *p, size_t size, const uint8_t *id,
+				    struct store_entry *e, int verify);
+
 /* The stored_ms of a record that at least has a head with the right magic
  * (store_put_unless_newer's look at the entry it may replace); 0 if not. */
 int record_peek_stored(const void *p, size_t size, int64_t *stored_ms);
