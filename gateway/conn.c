@@ -69,6 +69,7 @@ struct conns {
 	int paused_full;   /* at the limit */
 	int paused_emfile; /* out of file descriptors */
 	struct event *resume;
+	struct event *recheck; /* at the limit: look at the total again */
 	int64_t logged_ms; /* the last accept-failure line */
 	unsigned suppressed;
 	struct conn_events ev;
@@ -96,14 +97,49 @@ static void listen_all(struct conns *cs, int on)
 	}
 }
 
-/* Accepting resumes once below the limit and not paused for fds. */
+/* Connections open on every loop (the limit is for them all: a split per
+ * loop would strand connections the kernel hashed to a full loop's socket
+ * while others have room). */
+static long total_open(const struct conns *cs)
+{
+	return cs->lim.total ? atomic_load_explicit(cs->lim.total, memory_order_relaxed)
+			     : (long)cs->n;
+}
+
+static void count_open(struct conns *cs, long delta)
+{
+	cs->n = (size_t)((long)cs->n + delta);
+	if (cs->lim.total)
+		atomic_fetch_add_explicit(cs->lim.total, delta, memory_order_relaxed);
+}
+
+/* Accepting resumes once below the limit and not paused for fds; while
+ * paused at the limit, a timer looks again every CONN_FULL_RECHECK_MS (a
+ * connection another loop closes frees room here too). */
 static void maybe_resume(struct conns *cs)
 {
-	if (cs->paused_full && cs->n < (size_t)cs->lim.max) {
+	if (!cs->paused_full)
+		return;
+	if (total_open(cs) < cs->lim.max) {
 		cs->paused_full = 0;
+		evtimer_del(cs->recheck);
 		if (!cs->paused_emfile)
 			listen_all(cs, 1);
+	} else if (!evtimer_pending(cs->recheck, NULL)) {
+		struct timeval tv = {0, CONN_FULL_RECHECK_MS * 1000};
+
+		evtimer_add(cs->recheck, &tv);
 	}
+}
+
+static void on_recheck(evutil_socket_t fd, short what, void *arg)
+{
+	struct conns *cs = arg;
+
+	(void)fd;
+	(void)what;
+	CHECK_OBJ_NOTNULL(cs, CONNS_MAGIC);
+	maybe_resume(cs);
 }
 
 static void arm(struct conn *c, long ms)
@@ -196,7 +232,7 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
 		cs->ev.gone(c->user, cs->ev.arg);
 	CHECK((size_t)c->fd < cs->by_fd_size && cs->by_fd[c->fd] == c);
 	cs->by_fd[c->fd] = NULL;
-	cs->n--;
+	count_open(cs, -1);
 	c->magic = 0;
 	free(c);
 	maybe_resume(cs);
@@ -281,7 +317,7 @@ static void on_settle(evutil_socket_t fd, short what, void *arg)
 		if (evcon != NULL && bufferevent_getfd(bev) >= 0)
 			track(cs, bev, evcon);
 		else
-			cs->n--; /* evhttp dropped it already */
+			count_open(cs, -1); /* evhttp dropped it already */
 		bufferevent_decref(bev);
 	}
 	cs->n_fresh = 0;
@@ -308,9 +344,13 @@ static struct bufferevent *on_accept(struct event_base *base, void *arg)
 	cs->fresh[cs->n_fresh++] = bev;
 	if (cs->n_fresh == 1)
 		event_active(cs->settle, EV_TIMEOUT, 1);
-	if (++cs->n >= (size_t)cs->lim.max && !cs->paused_full) {
+	count_open(cs, 1);
+	if (total_open(cs) >= cs->lim.max && !cs->paused_full) {
+		/* (loops accepting at the same instant may each take one more:
+		 * at most --threads - 1 over the limit, for a moment) */
 		cs->paused_full = 1;
 		listen_all(cs, 0); /* the kernel's backlog holds the next ones */
+		maybe_resume(cs);  /* arms the recheck */
 		cglog(CGLOG_DEBUG, "connection limit %ld reached: not accepting",
 		      cs->lim.max);
 	}
@@ -369,8 +409,10 @@ struct conns *conns_new(struct event_base *base, struct evhttp *http,
 	cs->ev = *ev;
 	cs->settle = event_new(base, -1, 0, on_settle, cs);
 	cs->resume = evtimer_new(base, on_resume, cs);
+	cs->recheck = evtimer_new(base, on_recheck, cs);
 	AN(cs->settle);
 	AN(cs->resume);
+	AN(cs->recheck);
 	evhttp_set_bevcb(http, on_accept, cs);
 	return cs;
 }
@@ -386,6 +428,7 @@ void conns_free(struct conns *cs)
 		CHECK(cs->by_fd[i] == NULL);
 	event_free(cs->settle);
 	event_free(cs->resume);
+	event_free(cs->recheck);
 	free(cs->by_fd);
 	free(cs->fresh);
 	cs->magic = 0;
@@ -421,6 +464,7 @@ void conns_forget_listeners(struct conns *cs)
 	CHECK_OBJ_NOTNULL(cs, CONNS_MAGIC);
 	cs->n_listeners = 0;
 	evtimer_del(cs->resume);
+	evtimer_del(cs->recheck);
 }
 
 /* The registered connection a request arrived on, or NULL. */

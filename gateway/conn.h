@@ -29,9 +29,11 @@
 #ifndef CG_GATEWAY_CONN_H
 #define CG_GATEWAY_CONN_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #define CONN_ACCEPT_PAUSE_MS 500
+#define CONN_FULL_RECHECK_MS 50  /* at the limit: how often a loop looks again */
 #define CONN_LOG_EVERY_MS 10000
 
 struct event_base;
@@ -41,7 +43,9 @@ struct evhttp_request;
 struct conns;
 
 struct conn_limits {
-	long max;                  /* connections at once */
+	long max;                  /* connections at once, all loops together */
+	atomic_long *total;        /* every loop's open connections (shared); NULL:
+				    * this set's own count is the total */
 	long header_timeout_ms;    /* a whole request head */
 	long keepalive_timeout_ms; /* between requests */
 };

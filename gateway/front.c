@@ -407,7 +407,7 @@ static void on_landing(struct front *fr, struct fetch_landing *l)
 	check_idle(fr);
 }
 
-static void conn_limits_of(const struct cg_config *cfg, unsigned index,
+static void conn_limits_of(const struct front *fr, const struct cg_config *cfg,
 			   struct conn_limits *lim);
 
 /* Closes this loop's listening sockets (draining, stopping). A socket
@@ -447,7 +447,7 @@ static void on_control(struct front *fr, struct front_msg *m)
 
 		fr->cfg = m->cfg;
 		answerer_set_config(fr->as, m->cfg);
-		conn_limits_of(m->cfg, fr->index, &lim);
+		conn_limits_of(fr, m->cfg, &lim);
 		conns_set_limits(fr->conns, &lim);
 		if (fr->http) { /* NULL once stopped */
 			evhttp_set_max_headers_size(fr->http,
@@ -902,21 +902,12 @@ static void on_request(struct evhttp_request *req, void *arg)
 		finish_request(fr, &ctx, &note);
 }
 
-/* This front's share of --max-connections: an even split, the remainder
- * to the first fronts, at least one each. */
-static long share_of(const struct cg_config *cfg, unsigned index)
-{
-	long n = cfg->threads, share = cfg->max_connections / n;
-
-	if ((long)index < cfg->max_connections % n)
-		share++;
-	return share > 0 ? share : 1;
-}
-
-static void conn_limits_of(const struct cg_config *cfg, unsigned index,
+/* --max-connections is for every loop together: the count is shared. */
+static void conn_limits_of(const struct front *fr, const struct cg_config *cfg,
 			   struct conn_limits *lim)
 {
-	lim->max = share_of(cfg, index);
+	lim->max = cfg->max_connections;
+	lim->total = fr->sh.conns_total;
 	lim->header_timeout_ms = cfg->client_header_timeout_ms;
 	lim->keepalive_timeout_ms = cfg->keepalive_timeout_ms;
 }
@@ -1045,7 +1036,7 @@ struct front *front_new(const struct front_shared *sh, unsigned index, unsigned 
 	AN(fr->base);
 	fr->http = evhttp_new(fr->base);
 	AN(fr->http);
-	conn_limits_of(cfg, index, &lim);
+	conn_limits_of(fr, cfg, &lim);
 	fr->inbox = chan_new(fr->base, SIZE_MAX, on_inbox, fr);
 	fr->tick = event_new(fr->base, -1, EV_PERSIST, on_tick, fr);
 	reader = store_reader_new(sh->store);

@@ -26,6 +26,7 @@
 #ifndef CG_GATEWAY_FRONT_H
 #define CG_GATEWAY_FRONT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +53,7 @@ struct front_shared {
 	size_t n_listen_fds;   /* 0: bind cfg->listen */
 	struct metrics *metrics; /* every loop's counters (fronts[index] is this one's) */
 	int access_fd;       /* the access log's descriptor, or -1: none */
+	atomic_long *conns_total; /* client connections open on every loop */
 };
 
 /* Messages, chan_msg.kind MSG_FRONT: to a front (DRAIN, STOP, CONFIG) and

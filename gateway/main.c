@@ -33,6 +33,7 @@
 #include <event2/event.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,7 @@ struct app {
 	const char *listen_from; /* "systemd", "a handover", or NULL */
 	struct admin *admin; /* NULL unless --admin-listen */
 	struct handover *handover; /* offering our sockets to a successor */
+	atomic_long conns_total;   /* client connections open on every front loop */
 	struct event *sync_timer;
 	struct event *watchdog;
 	struct timeval watchdog_every;
@@ -454,7 +456,8 @@ static void log_fd_budget(const struct cg_config *cfg)
 static int start_fronts(struct app *app, char *err, size_t err_size)
 {
 	struct front_shared sh = {app->cfg, app->store, app->lru, app->fetcher, app->events,
-				  app->listen_fds, app->n_listen_fds, app->metrics, app->access_fd};
+				  app->listen_fds, app->n_listen_fds, app->metrics, app->access_fd,
+				  &app->conns_total};
 	unsigned port = app->cfg->listen.port;
 	sigset_t all, old;
 	int rc = 0;
@@ -586,6 +589,7 @@ int main(int argc, char **argv)
 	app.argc = argc;
 	app.argv = argv;
 	app.access_fd = -1;
+	atomic_init(&app.conns_total, 0);
 	app.cfg = malloc(sizeof(*app.cfg));
 	AN(app.cfg);
 	config_defaults(app.cfg);

@@ -265,13 +265,16 @@ def silent_connections_beyond_max_connections_wait_in_the_backlog():
         log_after = g.read_log().splitlines()[log_before:]
         last = max(closed_at) if closed_at else None
         per_s = len(closed_at) / last if last else 0
-        figure("socket fds held at most %s (limit 20, %d samples); %d/200 silent closed "
+        figure("socket fds held at most %s (limit 20 over 2 loops, 21 at most; %d samples); %d/200 silent closed "
                "by the header timeout, last at %s s (%.1f/s); /healthz behind them "
                "answered after %s s; %d log lines" % (
                    held, sampler.samples, len(closed_at),
                    "%.2f" % last if last else "-", per_s,
                    "%.2f" % hz_done if hz_done else "-", len(log_after)))
-        assert held is not None and held <= 20, ("more than 20 connections accepted", held)
+        # the count is shared by the 2 loops; each pauses itself at the
+        # limit, the other after at most one more: 20 + (threads - 1)
+        assert held is not None and held <= 21, ("more than 20 + 1 connections accepted",
+                                                 held)
         assert held >= 10, ("the limit was never reached: the test saw nothing", held)
         assert len(closed_at) == 200, ("silent connections still open", 200 - len(closed_at))
         assert got_bytes == 0, ("a connection that sent nothing got an answer", got_bytes)

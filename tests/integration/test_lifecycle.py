@@ -211,6 +211,56 @@ def max_connections_third_waits_in_the_backlog_while_two_are_open():
 
 
 @run.test
+def max_connections_counts_every_loop_together():
+    # two loops, a limit of 4: the kernel hashes connections over the loops'
+    # sockets as it likes; every connection under the limit is served
+    # whichever loop has it (a split per loop, 2 each, stranded the third
+    # one hashed to a loop). At the limit each loop stops accepting after at
+    # most one more (the count is shared, each loop pauses itself): of 6,
+    # 4 or 5 are served, and the rest once two close.
+    g = gateway("--max-connections", "4", "--threads", "2")
+    socks = []
+    try:
+        for trial in range(6):
+            socks = [socket.create_connection(("127.0.0.1", g.port), timeout=5)
+                     for _ in range(4)]
+            for c in socks:
+                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            for c in socks:
+                c.settimeout(3)
+                got = c.recv(100)
+                assert got.startswith(b"HTTP/1.1 200"), (trial, got)
+            more = [socket.create_connection(("127.0.0.1", g.port), timeout=5)
+                    for _ in range(2)]
+            for c in more:
+                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)
+            waiting = []
+            for c in more:
+                c.settimeout(0.01)
+                try:
+                    got = c.recv(100)
+                    assert got.startswith(b"HTTP/1.1 200"), got
+                except socket.timeout:
+                    waiting.append(c)
+            assert waiting, ("6 connections served at once at a limit of 4 on 2 loops", trial)
+            socks[0].close()
+            socks[1].close()
+            for c in waiting:  # the loop that has it resumes within 50 ms
+                c.settimeout(3)
+                got = c.recv(100)
+                assert got.startswith(b"HTTP/1.1 200"), (trial, got)
+            for c in socks + more:
+                c.close()
+            socks = []
+            time.sleep(0.1)
+    finally:
+        for c in socks:
+            c.close()
+        h.stop_gateway(g)
+
+
+@run.test
 def silent_connections_count_and_are_closed_by_the_client_timeout():
     # silent connections count against --max-connections from accept, and
     # are closed (unanswered) by --client-timeout; then others are served
