@@ -75,7 +75,7 @@ static uint64_t family_of(struct deriver *dv, const uint8_t keyhash[STORE_KEYHAS
 }
 
 void deriver_note(struct deriver *dv, const uint8_t keyhash[STORE_KEYHASH_LEN],
-		  const char *q, size_t len, const uint8_t id[STORE_ID_LEN])
+		  const char *q, size_t len, const uint8_t id[STORE_ID_LEN], size_t width)
 {
 	CHECK_OBJ_NOTNULL(dv, DERIVER_MAGIC);
 	if (parse(q, len, &dv->s) != 0)
@@ -84,7 +84,7 @@ void deriver_note(struct deriver *dv, const uint8_t keyhash[STORE_KEYHASH_LEN],
 		uint64_t h = family_of(dv, keyhash, &dv->s, rules_in_order[i]);
 
 		if (h != 0)
-			families_add(dv->fs, h, id);
+			families_add(dv->fs, h, id, width);
 	}
 }
 
@@ -101,7 +101,7 @@ static int index_one(const uint8_t id[STORE_ID_LEN], enum store_status status,
 
 	if (status != STORE_OK || ttl_is_stale(e->expires_ms, rb->now))
 		return 0;
-	deriver_note(rb->dv, e->keyhash, e->query, e->query_len, id);
+	deriver_note(rb->dv, e->keyhash, e->query, e->query_len, id, e->body_len);
 	rb->n++;
 	return 0;
 }
@@ -127,7 +127,7 @@ static int more_telling(int why, int best)
 /* Tries one candidate: 1 derived, 0 not (*why set), -1 gone (drop it). */
 static int try_one(struct deriver *dv, struct store *st, const uint8_t keyhash[STORE_KEYHASH_LEN],
 		   const uint8_t cand[STORE_ID_LEN], unsigned rules, int64_t ttl_ms,
-		   int64_t now_ms, struct derived *out, int *why)
+		   int64_t min_stored_ms, int64_t now_ms, struct derived *out, int *why)
 {
 	struct store_view *view;
 	struct store_entry e;
@@ -148,7 +148,7 @@ static int try_one(struct deriver *dv, struct store *st, const uint8_t keyhash[S
 	expires = e.expires_ms;
 	if (e.stored_ms + ttl_ms < expires)
 		expires = e.stored_ms + ttl_ms; /* Q's TTL is shorter than S's */
-	if (ttl_is_stale(expires, now_ms)) {
+	if (ttl_is_stale(expires, now_ms) || e.stored_ms < min_stored_ms) {
 		int gone = ttl_is_stale(e.expires_ms, now_ms);
 
 		store_view_release(view);
@@ -188,8 +188,8 @@ static int try_one(struct deriver *dv, struct store *st, const uint8_t keyhash[S
 
 int deriver_try(struct deriver *dv, struct store *st, unsigned rules,
 		const uint8_t keyhash[STORE_KEYHASH_LEN], const uint8_t id[STORE_ID_LEN],
-		const char *q, size_t len, int64_t ttl_ms, int64_t now_ms,
-		struct derived *out, int *why)
+		const char *q, size_t len, int64_t ttl_ms, int64_t min_stored_ms,
+		int64_t now_ms, struct derived *out, int *why)
 {
 	uint8_t cands[FAMILY_SOURCES][STORE_ID_LEN];
 	int best = DERIVED_NO_SOURCE;
@@ -213,7 +213,8 @@ int deriver_try(struct deriver *dv, struct store *st, unsigned rules,
 
 			if (memcmp(cands[i], id, STORE_ID_LEN) == 0)
 				continue; /* Q's own entry: stale, or it would have been a hit */
-			rc = try_one(dv, st, keyhash, cands[i], rules, ttl_ms, now_ms, out, &one);
+			rc = try_one(dv, st, keyhash, cands[i], rules, ttl_ms, min_stored_ms, now_ms,
+				     out, &one);
 			if (rc == 1)
 				return 1;
 			if (rc < 0)

@@ -55,21 +55,23 @@ void deriver_clear(struct deriver *dv);
 size_t deriver_rebuild(struct deriver *dv, struct store *st, int64_t now_ms);
 
 /* Indexes an answer just stored under `id`: canonical query `q` (len
- * bytes) of key `keyhash`. */
+ * bytes) of key `keyhash`, its body `width` bytes (the widest are kept). */
 void deriver_note(struct deriver *dv, const uint8_t keyhash[STORE_KEYHASH_LEN],
-		  const char *q, size_t len, const uint8_t id[STORE_ID_LEN]);
+		  const char *q, size_t len, const uint8_t id[STORE_ID_LEN], size_t width);
 
 /*
  * Tries to answer the question `q` (canonical, len bytes) of `keyhash`,
  * whose own entry is `id`, from a stored answer under `rules` (enum
- * derive_rule bits); ttl_ms is Q's TTL. Returns 1 with *out filled (free
- * with derived_clear), or 0 with *why (enum derive_status or DERIVED_*):
- * the most telling reason among the candidates tried.
+ * derive_rule bits); ttl_ms is Q's TTL; only sources stored at or after
+ * min_stored_ms (INT64_MIN: any; a no-cache revalidation asks for a young
+ * one). Returns 1 with *out filled (free with derived_clear), or 0 with
+ * *why (enum derive_status or DERIVED_*): the most telling reason among
+ * the candidates tried.
  */
 int deriver_try(struct deriver *dv, struct store *st, unsigned rules,
 		const uint8_t keyhash[STORE_KEYHASH_LEN], const uint8_t id[STORE_ID_LEN],
-		const char *q, size_t len, int64_t ttl_ms, int64_t now_ms,
-		struct derived *out, int *why);
+		const char *q, size_t len, int64_t ttl_ms, int64_t min_stored_ms,
+		int64_t now_ms, struct derived *out, int *why);
 
 void derived_clear(struct derived *d);
 

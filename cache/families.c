@@ -21,7 +21,8 @@ struct family {
 	struct family *next; /* in its bucket */
 	TAILQ_ENTRY(family) lru;
 	unsigned n;
-	uint8_t ids[FAMILY_SOURCES][STORE_ID_LEN];
+	uint8_t ids[FAMILY_SOURCES][STORE_ID_LEN]; /* widest first */
+	size_t width[FAMILY_SOURCES];
 };
 
 TAILQ_HEAD(family_list, family);
@@ -111,10 +112,11 @@ static void forget(struct families *fs, struct family *f)
 	free(f);
 }
 
-void families_add(struct families *fs, uint64_t h, const uint8_t id[STORE_ID_LEN])
+void families_add(struct families *fs, uint64_t h, const uint8_t id[STORE_ID_LEN],
+		  size_t width)
 {
 	struct family *f;
-	unsigned i;
+	unsigned i, at;
 
 	CHECK_OBJ_NOTNULL(fs, FAMILIES_MAGIC);
 	f = find(fs, h, NULL);
@@ -131,17 +133,28 @@ void families_add(struct families *fs, uint64_t h, const uint8_t id[STORE_ID_LEN
 		TAILQ_REMOVE(&fs->lru, f, lru);
 	}
 	TAILQ_INSERT_HEAD(&fs->lru, f, lru);
-	/* the id to the front: where it was, or the oldest's place if new */
-	for (i = 0; i < f->n; i++)
-		if (memcmp(f->ids[i], id, STORE_ID_LEN) == 0)
+	/* out with the id if it is there (it comes back with its new width) */
+	for (i = 0; i < f->n; i++) {
+		if (memcmp(f->ids[i], id, STORE_ID_LEN) == 0) {
+			memmove(f->ids[i], f->ids[i + 1], (size_t)(f->n - i - 1) * STORE_ID_LEN);
+			memmove(&f->width[i], &f->width[i + 1],
+				(size_t)(f->n - i - 1) * sizeof(f->width[0]));
+			f->n--;
 			break;
-	if (i == f->n) {
-		if (f->n < FAMILY_SOURCES)
-			f->n++;
-		i = f->n - 1;
+		}
 	}
-	memmove(f->ids[1], f->ids[0], (size_t)i * STORE_ID_LEN);
-	memcpy(f->ids[0], id, STORE_ID_LEN);
+	/* in at its place by width; the narrowest falls off a full family */
+	for (at = 0; at < f->n && f->width[at] >= width; at++)
+		;
+	if (at == FAMILY_SOURCES)
+		return; /* narrower than every one kept */
+	if (f->n == FAMILY_SOURCES)
+		f->n--;
+	memmove(f->ids[at + 1], f->ids[at], (size_t)(f->n - at) * STORE_ID_LEN);
+	memmove(&f->width[at + 1], &f->width[at], (size_t)(f->n - at) * sizeof(f->width[0]));
+	memcpy(f->ids[at], id, STORE_ID_LEN);
+	f->width[at] = width;
+	f->n++;
 }
 
 size_t families_get(struct families *fs, uint64_t h, uint8_t ids[][STORE_ID_LEN],
@@ -173,6 +186,8 @@ void families_drop(struct families *fs, uint64_t h, const uint8_t id[STORE_ID_LE
 		if (memcmp(f->ids[i], id, STORE_ID_LEN) != 0)
 			continue;
 		memmove(f->ids[i], f->ids[i + 1], (size_t)(f->n - i - 1) * STORE_ID_LEN);
+		memmove(&f->width[i], &f->width[i + 1],
+			(size_t)(f->n - i - 1) * sizeof(f->width[0]));
 		f->n--;
 		break;
 	}

@@ -5,9 +5,10 @@
  * A family is (API key hash, derive rule, derive_family() string): two
  * questions of one family differ only in what that rule lets vary (the
  * page, the cursor, days). The index maps a family, by a 64-bit hash of
- * it, to the ids of its most recently stored answers (FAMILY_SOURCES, the
- * newest first). Finding the candidates for a question is then one lookup
- * per rule, however big the cache.
+ * it, to the ids of its widest stored answers (FAMILY_SOURCES of them, by
+ * body bytes: a wider answer holds more questions; an answer stored again
+ * takes its new width). Finding the candidates for a question is then one
+ * lookup per rule, however big the cache.
  *
  * The index is a hint, never an authority: a hash collision can put an id
  * in the wrong family, and an id can outlive its entry (evicted, purged,
@@ -43,12 +44,13 @@ void families_clear(struct families *fs);
 uint64_t families_hash(const uint8_t keyhash[STORE_KEYHASH_LEN], unsigned rule,
 		       const char *family, size_t len);
 
-/* Notes that answer `id` belongs to family `h`: it becomes the family's
- * newest (an id already there moves to the front; past FAMILY_SOURCES
- * the oldest is forgotten). */
-void families_add(struct families *fs, uint64_t h, const uint8_t id[STORE_ID_LEN]);
+/* Notes that answer `id`, `width` bytes wide, belongs to family `h` (an
+ * id already there takes the new width; past FAMILY_SOURCES the narrowest
+ * is forgotten, or the new one if it is the narrowest). */
+void families_add(struct families *fs, uint64_t h, const uint8_t id[STORE_ID_LEN],
+		  size_t width);
 
-/* Copies family h's ids, newest first, into ids; returns how many (0 if
+/* Copies family h's ids, widest first, into ids; returns how many (0 if
  * the family is unknown). */
 size_t families_get(struct families *fs, uint64_t h, uint8_t ids[][STORE_ID_LEN],
 		    size_t max);

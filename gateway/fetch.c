@@ -464,7 +464,8 @@ static enum store_status put_entry(struct to_store *ts, size_t *evicted)
 	if (st == STORE_OK) {
 		f->etag = e.etag;
 		if (fx->derive)
-			deriver_note(fx->deriver, ts->keyhash, ts->query, ts->query_len, ts->id);
+			deriver_note(fx->deriver, ts->keyhash, ts->query, ts->query_len, ts->id,
+				     f->body_len);
 	}
 	return st;
 }
@@ -581,10 +582,14 @@ static int try_derive(struct fetch *fc)
 	struct fetched *f;
 	int why;
 
-	if (fx->derive == 0 || a->refresh || a->ttl_s == 0)
+	if (fx->derive == 0 || (a->refresh && a->young_ms <= 0) || a->ttl_s == 0)
 		return 0;
+	/* a no-cache revalidation takes a source as young as a stored answer
+	 * it would be served (--no-cache-min-age) */
 	if (!deriver_try(fx->deriver, fx->store, fx->derive, a->keyhash, a->id, a->canonical,
-			 a->canonical_len, (int64_t)a->ttl_s * 1000, now_ms(fx), &d, &why)) {
+			 a->canonical_len, (int64_t)a->ttl_s * 1000,
+			 a->refresh ? now_ms(fx) - a->young_ms : INT64_MIN, now_ms(fx), &d,
+			 &why)) {
 		if (fx->metrics)
 			metrics_add(&fx->metrics->fetch.derive_missed[why], 1);
 		cglog(CGLOG_DEBUG, "derive: not derived (%s) request_id=%s",

@@ -90,6 +90,8 @@ struct fetch_ask {
 	int has_client;
 	uint32_t ttl_s;       /* freshness of the answer when stored (0: never) */
 	int refresh;          /* the client asked no-cache: from the vendor, not derived */
+	int64_t young_ms;     /* refresh under --client-no-cache revalidate: derived
+			       * only from an answer stored less than this ago */
 	char request_id[FETCH_REQUEST_ID_MAX + 1]; /* the asking request's, sent upstream */
 	char api_key[FETCH_API_KEY_MAX + 1];
 	size_t canonical_len;

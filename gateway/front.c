@@ -660,6 +660,8 @@ static void wait_for_fetch(struct front *fr, struct evhttp_request *req,
 	w->refresh = (cc & CC_NO_CACHE) != 0;
 	w->revalidate = w->refresh && fr->cfg->client_no_cache == CNC_REVALIDATE;
 	a->refresh = w->refresh;
+	if (w->revalidate)
+		a->young_ms = (int64_t)fr->cfg->no_cache_min_age_s * 1000;
 	w->had_stale = had_stale;
 	a->token = (uint64_t)(uintptr_t)w;
 	if (chan_send(fetcher_inbox(fr->sh.fetcher), &a->link) != 0) {

@@ -541,6 +541,34 @@ def revalidate_older_than_min_age_refreshes_once():
 
 
 @run.test
+def a_revalidation_is_derived_from_a_young_source_not_from_an_old_one():
+    # --client-no-cache revalidate: a no-cache question is answered from a
+    # stored answer younger than --no-cache-min-age; deriving it from such a
+    # source is the same promise. Older sources: refreshed upstream.
+    g = h.start_gateway(a, sim.port, "--derive", "all", "--no-cache-min-age", "1")
+    hon = h.start_gateway(a, sim.port, "--derive", "all", "--client-no-cache", "honour")
+    try:
+        assert_upstream("days=231&limit=100", g=g)
+        before = upstream()
+        r = get("days=231&limit=10&offset=20", g=g, headers=FETCH)
+        assert is_derived(r, "pages"), status(r)
+        assert upstream() == before and r.body == direct(sim, "days=231&limit=10&offset=20")
+        time.sleep(1.1)  # the source is older than 1 s now
+        r = get("days=231&limit=10&offset=40", g=g, headers=FETCH)
+        assert r.status == 200 and "fwd=request" in status(r), status(r)
+        assert upstream() == before + 1
+        # honour: a no-cache question always goes to the vendor
+        assert_upstream("days=232&limit=100", g=hon)
+        before = upstream()
+        r = get("days=232&limit=10&offset=20", g=hon, headers=NC)
+        assert r.status == 200 and "fwd=request" in status(r), status(r)
+        assert upstream() == before + 1
+    finally:
+        h.stop_gateway(g)
+        h.stop_gateway(hon)
+
+
+@run.test
 def honour_refreshes_every_time_and_ignore_never():
     g = h.start_gateway(a, sim.port, "--client-no-cache", "honour")
     i = h.start_gateway(a, sim.port, "--client-no-cache", "ignore", "--no-cache-min-age", "0")

@@ -59,7 +59,7 @@ static void id_of(uint8_t id[STORE_ID_LEN], int n)
 
 /* ---- families ---- */
 
-static void test_families_newest_first_and_bounded(void **state)
+static void test_families_widest_first_and_bounded(void **state)
 {
 	struct families *fs = families_new(2);
 	uint8_t key[STORE_KEYHASH_LEN] = {1}, id[STORE_ID_LEN], got[FAMILY_SOURCES][STORE_ID_LEN];
@@ -71,36 +71,50 @@ static void test_families_newest_first_and_bounded(void **state)
 	(void)state;
 	/* the key and the rule are part of a family */
 	assert_true(a != b && a != c && a != families_hash(other, 1, "pages:days=30", 13));
+	/* the widest are kept, widest first */
 	for (int i = 1; i <= 6; i++) {
 		id_of(id, i);
-		families_add(fs, a, id);
+		families_add(fs, a, id, (size_t)(i % 2 ? 100 * i : 10 * i));
 	}
-	/* the 4 newest, newest first */
+	/* widths: 1:100 2:20 3:300 4:40 5:500 6:60 -> kept 5, 3, 1, 6 */
 	assert_int_equal(families_get(fs, a, got, FAMILY_SOURCES), FAMILY_SOURCES);
-	for (int i = 0; i < FAMILY_SOURCES; i++) {
-		id_of(id, 6 - i);
-		assert_memory_equal(got[i], id, STORE_ID_LEN);
+	{
+		const int want[FAMILY_SOURCES] = {5, 3, 1, 6};
+
+		for (int i = 0; i < FAMILY_SOURCES; i++) {
+			id_of(id, want[i]);
+			assert_memory_equal(got[i], id, STORE_ID_LEN);
+		}
 	}
-	/* an id added again moves to the front, not twice */
-	id_of(id, 4);
-	families_add(fs, a, id);
+	/* an id stored again takes its new width, not a second place */
+	id_of(id, 6);
+	families_add(fs, a, id, 1000);
 	assert_int_equal(families_get(fs, a, got, FAMILY_SOURCES), FAMILY_SOURCES);
 	assert_memory_equal(got[0], id, STORE_ID_LEN);
-	id_of(id, 6);
+	id_of(id, 5);
 	assert_memory_equal(got[1], id, STORE_ID_LEN);
+	/* narrower than every one kept: not kept */
+	id_of(id, 7);
+	families_add(fs, a, id, 1);
+	for (int i = 0; i < FAMILY_SOURCES; i++)
+		assert_memory_not_equal(got[i], id, STORE_ID_LEN);
 	/* dropping: the family goes with its last id */
-	for (int i = 3; i <= 6; i++) {
-		id_of(id, i);
-		families_drop(fs, a, id);
+	{
+		const int kept[FAMILY_SOURCES] = {6, 5, 3, 1};
+
+		for (int i = 0; i < FAMILY_SOURCES; i++) {
+			id_of(id, kept[i]);
+			families_drop(fs, a, id);
+		}
 	}
 	assert_int_equal(families_get(fs, a, got, FAMILY_SOURCES), 0);
 	assert_int_equal(families_count(fs), 0);
 	/* bounded: a third family forgets the least recently used */
 	id_of(id, 1);
-	families_add(fs, a, id);
-	families_add(fs, b, id);
+	families_add(fs, a, id, 1);
+	families_add(fs, b, id, 1);
 	assert_int_equal(families_get(fs, a, got, 1), 1); /* a is now the most recent */
-	families_add(fs, c, id);
+	families_add(fs, c, id, 1);
 	assert_int_equal(families_count(fs), 2);
 	assert_int_equal(families_get(fs, b, got, 1), 0);
 	assert_int_equal(families_get(fs, a, got, 1), 1);
@@ -138,7 +152,7 @@ static void put(struct store *st, struct deriver *dv, const char *key, const cha
 	store_entry_id(e.keyhash, q, e.query_len, id);
 	assert_int_equal(store_put(st, id, &e), STORE_OK);
 	if (dv)
-		deriver_note(dv, e.keyhash, q, e.query_len, id);
+		deriver_note(dv, e.keyhash, q, e.query_len, id, e.body_len);
 }
 
 /* Tries Q (a canonical query) for `key` at `now` with Q's TTL ttl_s. */
@@ -149,7 +163,8 @@ static int try_q(struct deriver *dv, struct store *st, unsigned rules, const cha
 
 	store_hash_api_key(key, strlen(key), kh);
 	store_entry_id(kh, q, strlen(q), id);
-	return deriver_try(dv, st, rules, kh, id, q, strlen(q), ttl_s * 1000, now, d, why);
+	return deriver_try(dv, st, rules, kh, id, q, strlen(q), ttl_s * 1000, INT64_MIN, now, d,
+			   why);
 }
 
 static void test_pages_and_days_from_a_stored_answer(void **state)
@@ -345,7 +360,7 @@ static void test_a_large_answer_fits_among_small_ones(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_families_newest_first_and_bounded),
+		cmocka_unit_test(test_families_widest_first_and_bounded),
 		cmocka_unit_test_setup_teardown(test_pages_and_days_from_a_stored_answer, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_never_across_keys_never_stale, setup,
