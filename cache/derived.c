@@ -99,8 +99,8 @@ static int index_one(const uint8_t id[STORE_ID_LEN], enum store_status status,
 {
 	struct rebuild *rb = arg;
 
-	if (status != STORE_OK || ttl_is_stale(e->expires_ms, rb->now))
-		return 0;
+	if (status != STORE_OK || e->derived || ttl_is_stale(e->expires_ms, rb->now))
+		return 0; /* sources are the vendor's answers, fresh */
 	deriver_note(rb->dv, e->keyhash, e->query, e->query_len, id, e->body_len);
 	rb->n++;
 	return 0;

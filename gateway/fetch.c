@@ -463,7 +463,9 @@ static enum store_status put_entry(struct to_store *ts, size_t *evicted)
 		cglog(CGLOG_INFO, "cache: full, evicted %zu entries", *evicted);
 	if (st == STORE_OK) {
 		f->etag = e.etag;
-		if (fx->derive)
+		/* sources are the vendor's answers (a derived one is narrower than
+		 * its own source, which lives as long) */
+		if (fx->derive && ts->derived == 0)
 			deriver_note(fx->deriver, ts->keyhash, ts->query, ts->query_len, ts->id,
 				     f->body_len);
 	}
