@@ -44,7 +44,7 @@
  * Bounds: per-key queue length (--queue-limit); the whole queue is bounded by
  * the client connections (every queued ticket has a waiting client; tickets
  * that may not queue, background refreshes, are granted or refused at once);
- * buckets: ADMIT_MAX_KEYS per table (see policy/limit.h for a full table).
+ * buckets: ADMIT_MAX_KEYS per table (see policy/bucket.h for a full table).
  */
 #ifndef CG_GATEWAY_ADMIT_H
 #define CG_GATEWAY_ADMIT_H
@@ -53,7 +53,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "policy/limit.h"
+#include "policy/breaker.h"
+#include "policy/bucket.h"
 
 #define ADMIT_KEY_LEN 32
 #define ADMIT_MAX_KEYS 65536      /* buckets per table (keys, callers) */
@@ -130,7 +131,7 @@ struct admit_ticket {
 };
 
 /* Creates the admission control on `base` (for its timer). NULL on bad
- * settings (a rate or burst policy/limit refuses). */
+ * settings (a rate or burst policy/bucket refuses). */
 struct admit *admit_new(struct event_base *base, const struct admit_config *cfg);
 
 /* Frees it. Every ticket must be done or cancelled first. */

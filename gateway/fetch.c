@@ -29,10 +29,11 @@
 #include "gateway/access.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "policy/backoff.h"
 #include "policy/check.h"
 #include "policy/json.h"
 #include "policy/keyset.h"
-#include "policy/limit.h"
+#include "policy/retry_after.h"
 
 #define FETCHER_MAGIC 0x46545352u
 #define FETCH_MAGIC 0x46544348u

@@ -38,7 +38,7 @@
 
 #include "gateway/log.h"
 #include "policy/check.h"
-#include "policy/limit.h"
+#include "policy/retry_after.h"
 
 #define UPSTREAM_MAGIC 0x55505354u
 #define FETCH_MAGIC 0x46455443u
