@@ -10,6 +10,8 @@
  *   policy/retry_after  a Retry-After value (delay-seconds or an HTTP-date)
  *                       to a delay
  *   policy/backoff      a splitmix64 generator and "full jitter" backoff
+ * policy/admission puts buckets and breaker together into the decisions of
+ * which fetches start now, wait or are refused.
  *
  * Time: no I/O, no clock, no libevent/libcurl/LMDB. Every function that
  * needs the time takes `now_ms` from the caller (the event loop reads the
