@@ -85,12 +85,12 @@ int admit_set_config(struct admit *a, const struct admit_config *cfg)
 
 int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
 	      const uint8_t *caller, const uint8_t *client, int may_queue, admit_go_fn go,
-	      admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg,
-	      int64_t now_ms, enum admit_refusal *why, int64_t *retry_after_ms)
+	      admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg, int64_t now_ms,
+	      enum admit_refusal *why, int64_t *retry_after_ms)
 {
 	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
-	return admission_ask(a->adm, t, key, caller, client, may_queue, go, refuse, wanted,
-			     arg, now_ms, why, retry_after_ms);
+	return admission_ask(a->adm, t, key, caller, client, may_queue, go, refuse,
+			     wanted, arg, now_ms, why, retry_after_ms);
 }
 
 void admit_mark_known(struct admit *a, const uint8_t *key)

@@ -40,8 +40,8 @@ int admit_set_config(struct admit *a, const struct admit_config *cfg);
 /* admission_ask. */
 int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
 	      const uint8_t *caller, const uint8_t *client, int may_queue, admit_go_fn go,
-	      admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg,
-	      int64_t now_ms, enum admit_refusal *why, int64_t *retry_after_ms);
+	      admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg, int64_t now_ms,
+	      enum admit_refusal *why, int64_t *retry_after_ms);
 
 /* admission_mark_known, admission_forget_known. */
 void admit_mark_known(struct admit *a, const uint8_t *key);

@@ -406,7 +406,8 @@ size_t upstream_head_line(struct upstream_head *h, const char *data, size_t n)
 			h->interim = status; /* curl waits for the next block */
 			return n;
 		}
-		if (status >= 0 && upstream_status_refused(status, h->error, h->error_size)) {
+		if (status >= 0 &&
+		    upstream_status_refused(status, h->error, h->error_size)) {
 			h->invalid = 1; /* stopped before its headers and body */
 			return 0;
 		}
@@ -481,7 +482,8 @@ void upstream_head_relay(const struct upstream_head *h, struct upstream_response
 
 		switch (tracked[i].kind) {
 		case T_TYPE:
-			ok = ok && upstream_media_type_ok(s->value, s->len, r->status == 200);
+			ok = ok &&
+			     upstream_media_type_ok(s->value, s->len, r->status == 200);
 			if (ok) {
 				add_header(r, tracked[i].name, s->value);
 			} else if (r->status == 200) {
@@ -648,6 +650,7 @@ static void finish(struct upstream_fetch *f, CURLcode rc)
 	struct upstream *up = f->up;
 	struct upstream_response *r = &f->resp;
 	struct timeval tv;
+	int64_t wall_ms;
 	long sent = 0;
 
 	curl_multi_remove_handle(up->multi, f->easy);
@@ -665,13 +668,14 @@ static void finish(struct upstream_fetch *f, CURLcode rc)
 		} else {
 			if (event_base_gettimeofday_cached(up->base, &tv) != 0)
 				gettimeofday(&tv, NULL);
-			upstream_head_relay(&f->hd, r,
-					    (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000);
+			wall_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+			upstream_head_relay(&f->hd, r, wall_ms);
 		}
 	} else if (rc == CURLE_GOT_NOTHING && f->hd.interim != 0 && !f->hd.invalid) {
 		r->result = UPSTREAM_INVALID;
 		snprintf(r->error, sizeof(r->error),
-			 "upstream sent an interim %ld and no final answer", f->hd.interim);
+			 "upstream sent an interim %ld and no final answer",
+			 f->hd.interim);
 	} else if (!f->hd.invalid) {
 		describe_failure(f, rc);
 	}

@@ -324,8 +324,9 @@ static int64_t gates(struct admission *a, const uint8_t *key, const uint8_t *cli
 
 int admission_ask(struct admission *a, struct admit_ticket *t, const uint8_t *key,
 		  const uint8_t *caller, const uint8_t *client, int may_queue,
-		  admit_go_fn go, admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg,
-		  int64_t now_ms, enum admit_refusal *why, int64_t *retry_after_ms)
+		  admit_go_fn go, admit_refuse_fn refuse, admit_wanted_fn wanted,
+		  void *arg, int64_t now_ms, enum admit_refusal *why,
+		  int64_t *retry_after_ms)
 {
 	size_t ahead;
 	int rc;

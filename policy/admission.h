@@ -193,8 +193,9 @@ int admission_set_config(struct admission *a, const struct admit_config *cfg,
  */
 int admission_ask(struct admission *a, struct admit_ticket *t, const uint8_t *key,
 		  const uint8_t *caller, const uint8_t *client, int may_queue,
-		  admit_go_fn go, admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg,
-		  int64_t now_ms, enum admit_refusal *why, int64_t *retry_after_ms);
+		  admit_go_fn go, admit_refuse_fn refuse, admit_wanted_fn wanted,
+		  void *arg, int64_t now_ms, enum admit_refusal *why,
+		  int64_t *retry_after_ms);
 
 /* The wake the module asked for came (or anything else worth a look):
  * walks the queue at now_ms; callbacks may run. */

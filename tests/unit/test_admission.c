@@ -38,15 +38,15 @@ static void on_wake(void *arg, int64_t in_ms)
 /* A fetch owning a ticket: what admission told it, and in which order. */
 struct fake {
 	struct admit_ticket t;
-	int wanted;         /* what the wanted callback answers */
+	int wanted; /* what the wanted callback answers */
 	int wanted_calls;
-	int granted;        /* the order it was granted in (go), 0: not */
-	int refused;        /* refuse callbacks */
+	int granted; /* the order it was granted in (go), 0: not */
+	int refused; /* refuse callbacks */
 	enum admit_refusal why;
 	int64_t retry;
 	void (*then)(struct fake *f); /* runs inside go or refuse */
 	struct admission *a;
-	int64_t now;        /* for `then` */
+	int64_t now; /* for `then` */
 };
 
 static int grants; /* go callbacks so far, in every test */
@@ -212,7 +212,7 @@ static void test_fifo_per_key(void **state)
 	fake_init(f, 6);
 	grants = 0;
 	assert_int_equal(ask(a, &f[0], K1, 0), 1); /* the burst */
-	assert_int_equal(o.calls, 0);               /* granted at once: no walk */
+	assert_int_equal(o.calls, 0);		   /* granted at once: no walk */
 	assert_int_equal(ask(a, &f[1], K1, 0), 0);
 	/* wake at its token (1 s), the sweep being as soon */
 	assert_int_equal(o.in_ms, 1000);
@@ -397,9 +397,9 @@ static void test_queue_timeout(void **state)
 	fake_init(f, 3);
 	assert_int_equal(ask(a, &f[0], K1, 0), 1);
 	assert_int_equal(ask(a, &f[1], K2, 0), 0); /* waits for a slot */
-	assert_int_equal(o.in_ms, 1000);            /* the sweep first */
+	assert_int_equal(o.in_ms, 1000);	   /* the sweep first */
 	admission_pump(a, 1000);
-	assert_int_equal(o.in_ms, 500); /* then its deadline */
+	assert_int_equal(o.in_ms, 500);		/* then its deadline */
 	assert_int_equal(f[1].wanted_calls, 2); /* asked on each sweep */
 	admission_pump(a, 1499);
 	assert_int_equal(f[1].refused, 0);
@@ -557,7 +557,7 @@ static void test_half_open_refuses_before_the_gates(void **state)
 	a = make(&c, &o);
 	fake_init(f, 3);
 	assert_int_equal(ask(a, &f[0], K1, 0), 1);
-	admission_done(&f[0].t, ADMIT_FAILED, 0, 0); /* open until 1000 */
+	admission_done(&f[0].t, ADMIT_FAILED, 0, 0);  /* open until 1000 */
 	assert_int_equal(ask(a, &f[0], K1, 1000), 1); /* the probe */
 	assert_int_equal(ask_full(a, &f[1], K2, 0, IP1, 0, 1000), -1);
 	assert_int_equal(f[1].why, ADMIT_BREAKER);
@@ -806,8 +806,8 @@ static void test_set_config_mid_flight(void **state)
 	fake_init(f, 6);
 	grants = 0;
 	assert_int_equal(ask(a, &f[0], K1, 0), 1);
-	assert_int_equal(ask(a, &f[1], K1, 0), 0);  /* token in 1 s */
-	assert_int_equal(ask(a, &f[2], K1, 0), 0);  /* 2 s */
+	assert_int_equal(ask(a, &f[1], K1, 0), 0); /* token in 1 s */
+	assert_int_equal(ask(a, &f[2], K1, 0), 0); /* 2 s */
 	/* refused settings change nothing */
 	bad.rate = 0;
 	assert_int_equal(admission_set_config(a, &bad, 10), -1);
@@ -918,7 +918,7 @@ static void test_reentrant_callbacks(void **state)
 	admission_pump(a, 5100);
 	assert_int_equal(f[4].why, ADMIT_QUEUE_TIMEOUT);
 	assert_int_equal(admission_queued(a), 1); /* g, asked from inside */
-	assert_int_equal(o.in_ms, 1000);           /* the outer walk's: a sweep */
+	assert_int_equal(o.in_ms, 1000);	  /* the outer walk's: a sweep */
 	admission_cancel(&g.t, 5100);
 	admission_done(&f[3].t, ADMIT_OK, 0, 5100);
 	admission_free(a);

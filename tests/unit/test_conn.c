@@ -36,9 +36,9 @@ struct rig {
 	struct evhttp *http;
 	struct conns *cs;
 	int port;
-	int hold;	/* keep requests unanswered (busy), with a user */
-	int changed;	/* events.changed calls */
-	int gone;	/* events.gone calls */
+	int hold;    /* keep requests unanswered (busy), with a user */
+	int changed; /* events.changed calls */
+	int gone;    /* events.gone calls */
 	void *gone_user;
 	int requests;
 	enum conn_verdict last;
@@ -102,9 +102,9 @@ static void rig_up(struct rig *r, long max, long header_ms, long keepalive_ms)
 	bound = evhttp_bind_socket_with_handle(r->http, "127.0.0.1", 0);
 	assert_non_null(bound);
 	conns_add_listener(r->cs, evhttp_bound_socket_get_listener(bound));
-	assert_int_equal(getsockname(evhttp_bound_socket_get_fd(bound),
-				     (struct sockaddr *)&sin, &len),
-			 0);
+	assert_int_equal(
+	    getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&sin, &len),
+	    0);
 	r->port = ntohs(sin.sin_port);
 }
 
@@ -119,9 +119,9 @@ static void spin(struct rig *r, int ms)
 
 static void rig_down(struct rig *r)
 {
-	spin(r, STEP_MS); /* what was accepted is registered */
+	spin(r, STEP_MS);	       /* what was accepted is registered */
 	conns_forget_listeners(r->cs); /* evhttp_free frees them (a drain's order) */
-	evhttp_free(r->http);		/* closes every connection */
+	evhttp_free(r->http);	       /* closes every connection */
 	event_base_loop(r->base, EVLOOP_NONBLOCK);
 	assert_int_equal(conns_count(r->cs), 0);
 	conns_own_thread(NULL);

@@ -91,19 +91,21 @@ static const char *run_of(char c, size_t n)
 static void test_status_refused(void **state)
 {
 	static const long relayed_ok[] = {200, 400, 401, 403, 404, 429, 500, 502, 599};
-	static const long refused[] = {-1,  0,   100, 101, 199, 201, 204, 206, 299,
-				       300, 301, 302, 307, 308, 399, 402, 405, 418,
-				       499, 600, 999, 1000};
+	static const long refused[] = {-1,  0,	 100, 101, 199, 201, 204, 206,
+				       299, 300, 301, 302, 307, 308, 399, 402,
+				       405, 418, 499, 600, 999, 1000};
 	char why[256];
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(relayed_ok) / sizeof(relayed_ok[0]); i++) {
 		why[0] = '\0';
-		assert_int_equal(upstream_status_refused(relayed_ok[i], why, sizeof(why)), 0);
+		assert_int_equal(upstream_status_refused(relayed_ok[i], why, sizeof(why)),
+				 0);
 		assert_string_equal(why, "");
 	}
 	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
-		assert_int_equal(upstream_status_refused(refused[i], why, sizeof(why)), 1);
+		assert_int_equal(upstream_status_refused(refused[i], why, sizeof(why)),
+				 1);
 	upstream_status_refused(304, why, sizeof(why));
 	assert_string_equal(why, "upstream sent a 304 to an unconditional request");
 	upstream_status_refused(301, why, sizeof(why));
@@ -157,7 +159,8 @@ static void test_head_refuses_statuses(void **state)
 		const char *status_line;
 		const char *why;
 	} cases[] = {
-	    {"HTTP/1.1 301 Moved Permanently\r\n", "upstream redirect (301) is not followed"},
+	    {"HTTP/1.1 301 Moved Permanently\r\n",
+	     "upstream redirect (301) is not followed"},
 	    {"HTTP/1.1 302 Found\r\n", "upstream redirect (302) is not followed"},
 	    {"HTTP/1.1 304 Not Modified\r\n",
 	     "upstream sent a 304 to an unconditional request"},
@@ -171,7 +174,8 @@ static void test_head_refuses_statuses(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *lines[] = {cases[i].status_line, "Location: /x\r\n",
-				       "Content-Type: application/json\r\n", "\r\n", NULL};
+				       "Content-Type: application/json\r\n", "\r\n",
+				       NULL};
 
 		answer_init(&a);
 		assert_int_equal(feed(&a, lines), 0);
@@ -209,7 +213,9 @@ static void test_duplicate_content_type(void **state)
 		const char *lines[] = {"HTTP/1.1 200 OK\r\n",
 				       "Content-Type: application/json\r\n",
 				       "content-type:application/json  \r\n",
-				       "CONTENT-TYPE: \tapplication/json\r\n", "\r\n", NULL};
+				       "CONTENT-TYPE: \tapplication/json\r\n",
+				       "\r\n",
+				       NULL};
 
 		relay(&a, 200, lines);
 		assert_string_equal(relayed(&a, "Content-Type"), "application/json");
@@ -249,19 +255,20 @@ static void test_duplicate_content_length(void **state)
 	}
 	{
 		/* not plain digits, on its first line */
-		static const char *const bad[] = {"Content-Length: 1e3\r\n",
-						  "Content-Length: -1\r\n",
-						  "Content-Length: +5\r\n",
-						  "Content-Length: 1 0\r\n",
-						  "Content-Length:\r\n", NULL};
+		static const char *const bad[] = {
+		    "Content-Length: 1e3\r\n", "Content-Length: -1\r\n",
+		    "Content-Length: +5\r\n",  "Content-Length: 1 0\r\n",
+		    "Content-Length:\r\n",     NULL};
 
 		for (int i = 0; bad[i] != NULL; i++) {
-			const char *lines[] = {"HTTP/1.1 200 OK\r\n", bad[i], "\r\n", NULL};
+			const char *lines[] = {"HTTP/1.1 200 OK\r\n", bad[i], "\r\n",
+					       NULL};
 
 			answer_init(&a);
 			assert_int_equal(feed(&a, lines), 1);
-			assert_string_equal(a.r.error, "upstream sent a Content-Length that "
-							"is not a decimal number");
+			assert_string_equal(a.r.error,
+					    "upstream sent a Content-Length that "
+					    "is not a decimal number");
 		}
 	}
 	{
@@ -272,11 +279,12 @@ static void test_duplicate_content_length(void **state)
 		answer_init(&a);
 		assert_int_equal(feed(&a, lines), 3); /* found at the blank line */
 		assert_string_equal(a.r.error, "upstream sent both Content-Length and "
-						"Transfer-Encoding");
+					       "Transfer-Encoding");
 	}
 	{
 		/* codings are a list: repeats that differ are curl's to judge */
-		const char *lines[] = {"HTTP/1.1 200 OK\r\n", "Transfer-Encoding: gzip\r\n",
+		const char *lines[] = {"HTTP/1.1 200 OK\r\n",
+				       "Transfer-Encoding: gzip\r\n",
 				       "Transfer-Encoding: chunked\r\n", "\r\n", NULL};
 
 		answer_init(&a);
@@ -346,33 +354,32 @@ static void test_long_content_type(void **state)
 
 static void test_media_type_grammar(void **state)
 {
-	static const char *const json_ok[] = {
-	    "application/json",
-	    "Application/JSON",
-	    "application/json;charset=utf-8",
-	    "application/json ; charset=utf-8",
-	    "application/json;\tcharset=\"utf-8\"",
-	    "application/json; a=\"b;c\\\"d\"",
-	    "application/json;",
-	    "application/json; ;",
-	    NULL};
-	static const char *const bad[] = {
-	    "",
-	    "application",
-	    "application/",
-	    "/json",
-	    "application /json",
-	    "application/json x",
-	    "application/json; a",
-	    "application/json; a=",
-	    "application/json; =b",
-	    "application/json; a=\"b",
-	    "application/json; a=\"b\\",
-	    "application/json; a=b c",
-	    "application/json\r",
-	    "appli\x01" "cation/json",
-	    "application/j\xc3\xa9son",
-	    NULL};
+	static const char *const json_ok[] = {"application/json",
+					      "Application/JSON",
+					      "application/json;charset=utf-8",
+					      "application/json ; charset=utf-8",
+					      "application/json;\tcharset=\"utf-8\"",
+					      "application/json; a=\"b;c\\\"d\"",
+					      "application/json;",
+					      "application/json; ;",
+					      NULL};
+	static const char *const bad[] = {"",
+					  "application",
+					  "application/",
+					  "/json",
+					  "application /json",
+					  "application/json x",
+					  "application/json; a",
+					  "application/json; a=",
+					  "application/json; =b",
+					  "application/json; a=\"b",
+					  "application/json; a=\"b\\",
+					  "application/json; a=b c",
+					  "application/json\r",
+					  "appli\x01"
+					  "cation/json",
+					  "application/j\xc3\xa9son",
+					  NULL};
 
 	(void)state;
 	for (int i = 0; json_ok[i] != NULL; i++) {
@@ -411,17 +418,11 @@ static void test_interim_blocks_and_trailers(void **state)
 	(void)state;
 	{
 		/* an interim 100's headers are forgotten at the final block */
-		const char *lines[] = {"HTTP/1.1 100 Continue\r\n",
-				       "Content-Type: text/html\r\n",
-				       "\r\n",
-				       "HTTP/1.1 200 OK\r\n",
-				       "Content-Type: application/json\r\n",
-				       "\r\n",
-				       /* chunked trailers: never part of the answer */
-				       "Content-Type: text/html\r\n",
-				       "Retry-After: 9\r\n",
-				       "\r\n",
-				       NULL};
+		const char *lines[] = {
+		    "HTTP/1.1 100 Continue\r\n", "Content-Type: text/html\r\n", "\r\n",
+		    "HTTP/1.1 200 OK\r\n", "Content-Type: application/json\r\n", "\r\n",
+		    /* chunked trailers: never part of the answer */
+		    "Content-Type: text/html\r\n", "Retry-After: 9\r\n", "\r\n", NULL};
 
 		relay(&a, 200, lines);
 		assert_int_equal(a.h.interim, 100);
@@ -431,7 +432,8 @@ static void test_interim_blocks_and_trailers(void **state)
 	}
 	{
 		/* lines before a status line are curl's to judge */
-		const char *lines[] = {"garbage\r\n", "HTTP/1.1 200 OK\r\n", "\r\n", NULL};
+		const char *lines[] = {"garbage\r\n", "HTTP/1.1 200 OK\r\n", "\r\n",
+				       NULL};
 
 		answer_init(&a);
 		assert_int_equal(feed(&a, lines), -1);
@@ -445,7 +447,8 @@ static void test_interim_blocks_and_trailers(void **state)
 		answer_init(&a);
 		assert_int_equal(feed(&a, lines), 2);
 		assert_string_equal(
-		    a.r.error, "upstream sent a folded header line (obsolete line folding)");
+		    a.r.error,
+		    "upstream sent a folded header line (obsolete line folding)");
 	}
 	{
 		const char *lines[] = {"HTTP/1.1 200 OK\r\n", "X-Thing: a\r\n", "\tb\r\n",
@@ -456,9 +459,12 @@ static void test_interim_blocks_and_trailers(void **state)
 	}
 	{
 		/* a line without a colon, untracked names: passed over */
-		const char *lines[] = {"HTTP/1.1 200 OK\r\n", "no colon here\r\n",
-				       "Content-Type-Extra: x\r\n", "Content-Typ: y\r\n",
-				       "\n", NULL};
+		const char *lines[] = {"HTTP/1.1 200 OK\r\n",
+				       "no colon here\r\n",
+				       "Content-Type-Extra: x\r\n",
+				       "Content-Typ: y\r\n",
+				       "\n",
+				       NULL};
 
 		relay(&a, 200, lines);
 		assert_string_equal(relayed(&a, "Content-Type"), JSON_TYPE);
@@ -488,7 +494,8 @@ static void test_relay(void **state)
 				       NULL};
 
 		relay(&a, 200, lines);
-		assert_string_equal(relayed(&a, "Content-Type"), JSON_TYPE); /* not JSON */
+		assert_string_equal(relayed(&a, "Content-Type"),
+				    JSON_TYPE); /* not JSON */
 		assert_string_equal(relayed(&a, "X-RateLimit-Limit"), "100");
 		assert_string_equal(relayed(&a, "X-RateLimit-Remaining"), "99");
 		assert_string_equal(relayed(&a, "X-RateLimit-Reset"), "60");
@@ -510,13 +517,14 @@ static void test_relay(void **state)
 	{
 		/* another status keeps a valid media type, drops a broken one */
 		const char *ok[] = {"HTTP/1.1 404 Not Found\r\n",
-				    "Content-Type: text/plain; charset=us-ascii\r\n", "\r\n",
-				    NULL};
+				    "Content-Type: text/plain; charset=us-ascii\r\n",
+				    "\r\n", NULL};
 		const char *broken[] = {"HTTP/1.1 404 Not Found\r\n",
 					"Content-Type: text plain\r\n", "\r\n", NULL};
 
 		relay(&a, 404, ok);
-		assert_string_equal(relayed(&a, "Content-Type"), "text/plain; charset=us-ascii");
+		assert_string_equal(relayed(&a, "Content-Type"),
+				    "text/plain; charset=us-ascii");
 		relay(&a, 404, broken);
 		assert_null(relayed(&a, "Content-Type"));
 	}
@@ -551,9 +559,12 @@ static void test_relay(void **state)
 	}
 	{
 		const char *twice[] = {"HTTP/1.1 429 Too Many Requests\r\n",
-				       "Retry-After: 5\r\n", "Retry-After: 6\r\n",
-				       "X-RateLimit-Reset: 5\r\n", "X-RateLimit-Reset: 5\r\n",
-				       "\r\n", NULL};
+				       "Retry-After: 5\r\n",
+				       "Retry-After: 6\r\n",
+				       "X-RateLimit-Reset: 5\r\n",
+				       "X-RateLimit-Reset: 5\r\n",
+				       "\r\n",
+				       NULL};
 
 		relay(&a, 429, twice); /* the answer stands */
 		assert_null(relayed(&a, "Retry-After"));
