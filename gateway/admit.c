@@ -1,55 +1,24 @@
 /*
- * admit: see admit.h.
- *
- * One FIFO queue for every key: a ticket is granted when it is the first of
- * its key in the queue and its buckets and a concurrency slot allow. The
- * pump walks the queue in order whenever something changed (a slot freed, a
- * token due, a deadline, a sweep), then arms one timer for the soonest of:
- * a queued ticket's deadline, its next token, the next sweep.
+ * admit: see admit.h. The struct owns the policy/admission handle and the
+ * timer its wakes arm; nothing else.
  */
 #include "gateway/admit.h"
 
 #include <event2/event.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "policy/check.h"
-#include "policy/keyset.h"
 
 #define ADMIT_MAGIC 0x41444d54u
-#define TICKET_MAGIC 0x5449434bu
-
-enum ticket_state {
-	T_IDLE = 0, /* never asked, done, refused or cancelled */
-	T_QUEUED,
-	T_GRANTED,
-};
-
-TAILQ_HEAD(ticket_queue, admit_ticket);
 
 struct admit {
 	unsigned magic;
-	struct admit_config cfg;
-	struct limit_table *keys;
-	struct limit_table *callers; /* NULL without caller quotas */
-	struct limit_table *newkeys; /* one bucket; NULL without --new-key-rate */
-	struct limit_table *clients; /* NULL without --client-rate */
-	struct keyset *known;        /* keys answered 2xx */
-	struct keyset *trying;       /* new keys let through, for a while */
-	struct limit_breaker breaker;
-	struct ticket_queue queue;
-	size_t n_queued;
-	size_t n_running;
-	struct event *timer;
-	int64_t next_sweep_ms; /* when queued tickets are next asked `wanted` */
-	int pumping; /* the pump is on the stack */
-	int again;   /* something changed while it was */
+	struct admission *adm;
+	struct event *timer; /* pending when admission asked to be woken */
 };
 
-static void pump(struct admit *a, int64_t now_ms);
-
 /* The monotonic clock callers pass as now_ms too. */
-static int64_t mono_ms(struct admit *a)
+static int64_t mono_ms(const struct admit *a)
 {
 	struct timeval tv;
 
@@ -64,38 +33,35 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
-	pump(a, mono_ms(a));
+	admission_pump(a->adm, mono_ms(a));
+}
+
+/* admission_wake_fn: arms the timer in_ms from now, or stops it (0). */
+static void on_wake(void *arg, int64_t in_ms)
+{
+	struct admit *a = arg;
+	struct timeval tv = {.tv_sec = in_ms / 1000, .tv_usec = (in_ms % 1000) * 1000};
+
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	CHECK(in_ms >= 0);
+	if (in_ms == 0)
+		evtimer_del(a->timer);
+	else
+		evtimer_add(a->timer, &tv);
 }
 
 struct admit *admit_new(struct event_base *base, const struct admit_config *cfg)
 {
 	struct admit *a = calloc(1, sizeof(*a));
 
-	if (a == NULL)
-		abort();
+	AN(a);
 	a->magic = ADMIT_MAGIC;
-	a->cfg = *cfg;
-	TAILQ_INIT(&a->queue);
-	a->keys = limit_table_new(cfg->rate, (double)cfg->burst, ADMIT_MAX_KEYS);
-	if (cfg->caller_rate > 0)
-		a->callers = limit_table_new(cfg->caller_rate, (double)cfg->caller_burst,
-					     ADMIT_MAX_KEYS);
-	if (cfg->new_key_rate > 0)
-		a->newkeys = limit_table_new(cfg->new_key_rate,
-					     cfg->new_key_rate < 1 ? 1 : cfg->new_key_rate, 1);
-	if (cfg->client_rate > 0)
-		a->clients = limit_table_new(cfg->client_rate, (double)cfg->client_burst,
-					     ADMIT_MAX_KEYS);
-	a->known = keyset_new(ADMIT_KNOWN_KEYS);
-	a->trying = keyset_new(ADMIT_KNOWN_KEYS);
 	a->timer = evtimer_new(base, on_timer, a);
-	if (a->keys == NULL || (cfg->caller_rate > 0 && a->callers == NULL) ||
-	    (cfg->new_key_rate > 0 && a->newkeys == NULL) ||
-	    (cfg->client_rate > 0 && a->clients == NULL) || a->timer == NULL) {
+	a->adm = admission_new(cfg, on_wake, a);
+	if (a->timer == NULL || a->adm == NULL) {
 		admit_free(a);
 		return NULL;
 	}
-	limit_breaker_init(&a->breaker, cfg->breaker_threshold, cfg->breaker_cooldown_ms);
 	return a;
 }
 
@@ -104,468 +70,90 @@ void admit_free(struct admit *a)
 	if (a == NULL)
 		return;
 	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
-	CHECK(TAILQ_EMPTY(&a->queue));
+	admission_free(a->adm);
 	if (a->timer)
 		event_free(a->timer);
-	limit_table_free(a->keys);
-	limit_table_free(a->callers);
-	limit_table_free(a->newkeys);
-	limit_table_free(a->clients);
-	keyset_free(a->known);
-	keyset_free(a->trying);
 	a->magic = 0;
 	free(a);
 }
 
-/* Makes *table match (rate, burst): created, re-rated or freed (rate 0).
- * Returns 0, or -1 if the table cannot be made or re-rated. */
-static int retable(struct limit_table **table, double rate, double burst, size_t keys)
-{
-	if (rate <= 0) {
-		limit_table_free(*table);
-		*table = NULL;
-		return 0;
-	}
-	if (*table == NULL)
-		return (*table = limit_table_new(rate, burst, keys)) ? 0 : -1;
-	return limit_table_set_rate(*table, rate, burst);
-}
-
 int admit_set_config(struct admit *a, const struct admit_config *cfg)
 {
-	struct limit_table *check;
-
 	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
-	/* refuse before changing anything: a table of one key is cheap */
-	if ((check = limit_table_new(cfg->rate, (double)cfg->burst, 1)) == NULL)
-		return -1;
-	limit_table_free(check);
-	if (limit_table_set_rate(a->keys, cfg->rate, (double)cfg->burst) != 0 ||
-	    retable(&a->callers, cfg->caller_rate, (double)cfg->caller_burst,
-		    ADMIT_MAX_KEYS) != 0 ||
-	    retable(&a->newkeys, cfg->new_key_rate,
-		    cfg->new_key_rate < 1 ? 1 : cfg->new_key_rate, 1) != 0 ||
-	    retable(&a->clients, cfg->client_rate, (double)cfg->client_burst,
-		    ADMIT_MAX_KEYS) != 0)
-		return -1;
-	a->cfg = *cfg;
-	a->breaker.threshold = cfg->breaker_threshold;
-	a->breaker.cooldown_ms = cfg->breaker_cooldown_ms < 0 ? 0
-				 : cfg->breaker_cooldown_ms > LIMIT_DELAY_MAX_MS
-					 ? LIMIT_DELAY_MAX_MS
-					 : cfg->breaker_cooldown_ms;
-	if (cfg->breaker_threshold == 0 && a->breaker.state != LIMIT_BREAKER_CLOSED)
-		limit_breaker_success(&a->breaker); /* disabled: closed */
-	pump(a, mono_ms(a));
-	return 0;
+	return admission_set_config(a->adm, cfg, mono_ms(a));
 }
 
-/* The wait for this ticket's tokens (key and caller), 0 if both are there. */
-static int64_t token_wait(struct admit *a, const struct admit_ticket *t, int64_t now)
+int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
+	      const uint8_t *caller, const uint8_t *client, int may_queue, admit_go_fn go,
+	      admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg, int64_t now_ms,
+	      enum admit_refusal *why, int64_t *retry_after_ms)
 {
-	int64_t w = limit_wait_ms(a->keys, t->key, now);
-
-	if (t->has_caller && a->callers) {
-		int64_t wc = limit_wait_ms(a->callers, t->caller, now);
-
-		if (wc > w)
-			w = wc;
-	}
-	return w;
-}
-
-/* Takes both tokens; only after token_wait said 0. */
-static void take_tokens(struct admit *a, const struct admit_ticket *t, int64_t now)
-{
-	int64_t w = limit_take(a->keys, t->key, now);
-
-	CHECK(w == 0);
-	if (t->has_caller && a->callers && limit_take(a->callers, t->caller, now) != 0) {
-		limit_refund(a->keys, t->key); /* cannot happen after token_wait */
-		abort();
-	}
-	(void)w;
-}
-
-/*
- * Do two tickets wait in the same line? The FIFO order (and the queue
- * limit) is per API key and, with caller quotas, per caller too: a caller
- * that has used up its own bucket must not hold up the key's other callers.
- */
-static int same_line(const struct admit_ticket *u, const struct admit_ticket *t)
-{
-	return memcmp(u->key, t->key, ADMIT_KEY_LEN) == 0 &&
-	       u->has_caller == t->has_caller &&
-	       (!t->has_caller || memcmp(u->caller, t->caller, ADMIT_KEY_LEN) == 0);
-}
-
-/* Tickets queued in t's line before `end` (NULL: the whole queue). */
-static size_t ahead_of(const struct admit *a, const struct admit_ticket *t,
-		       const struct admit_ticket *end)
-{
-	const struct admit_ticket *u;
-	size_t n = 0;
-
-	for (u = TAILQ_FIRST(&a->queue); u != end; u = TAILQ_NEXT(u, link))
-		if (same_line(u, t))
-			n++;
-	return n;
-}
-
-const char *admit_limit_name(enum admit_refusal why)
-{
-	switch (why) {
-	case ADMIT_KEY_RATE: return "key_rate";
-	case ADMIT_CALLER_QUOTA: return "caller_quota";
-	case ADMIT_QUEUE_FULL: return "queue_full";
-	case ADMIT_QUEUE_TIMEOUT: return "queue_timeout";
-	case ADMIT_BLOCKED: return "vendor_429";
-	case ADMIT_BREAKER: return "breaker";
-	case ADMIT_NEW_KEY: return "new_key_rate";
-	case ADMIT_CLIENT_RATE: return "client_rate";
-	case ADMIT_ABANDONED: break;
-	}
-	return "abandoned";
-}
-
-/* Which bucket keeps t waiting: its caller's when that one's wait is the
- * longer, else its key's; a ticket with both tokens there waits for a
- * concurrency slot, which only a queue place could have given it. */
-static enum admit_refusal bucket_limit(struct admit *a, const struct admit_ticket *t,
-				       int64_t now)
-{
-	int64_t wk = limit_wait_ms(a->keys, t->key, now);
-
-	if (t->has_caller && a->callers && limit_wait_ms(a->callers, t->caller, now) > wk)
-		return ADMIT_CALLER_QUOTA;
-	return wk > 0 ? ADMIT_KEY_RATE : ADMIT_QUEUE_FULL;
-}
-
-/* A retry-after (ms) for a refused rate-limited ticket: its tokens plus one more
- * per ticket already queued in its line, at the slower of its two rates. */
-static int64_t rate_retry_ms(struct admit *a, const struct admit_ticket *t,
-			     size_t ahead, int64_t now)
-{
-	double rate = a->cfg.rate;
-	int64_t w;
-
-	if (t->has_caller && a->cfg.caller_rate < rate)
-		rate = a->cfg.caller_rate;
-	w = token_wait(a, t, now) + (int64_t)(1000.0 / rate * (double)ahead);
-	return w < 1 ? 1 : w;
-}
-
-/*
- * Decides for one ticket. Returns 1 granted, 0 keep waiting, -1 refused
- * (*why, *retry set). `ahead`: tickets queued before it in its line.
- */
-static int decide(struct admit *a, struct admit_ticket *t, size_t ahead,
-		  int64_t now, enum admit_refusal *why, int64_t *retry)
-{
-	int64_t blocked = limit_blocked_until(a->keys, t->key);
-	int64_t wait;
-
-	if (blocked > now) {
-		*why = ADMIT_BLOCKED;
-		*retry = blocked - now;
-		return -1;
-	}
-	if (ahead > 0 || (long)a->n_running >= a->cfg.concurrency)
-		return 0;
-	wait = token_wait(a, t, now);
-	if (wait > 0)
-		return 0;
-	switch (limit_breaker_allow(&a->breaker, now, retry)) {
-	case LIMIT_DENY:
-		*why = ADMIT_BREAKER;
-		return -1;
-	case LIMIT_PROBE:
-		t->probe = 1;
-		break;
-	case LIMIT_ALLOW:
-		t->probe = 0;
-		break;
-	}
-	take_tokens(a, t, now);
-	a->n_running++;
-	t->state = T_GRANTED;
-	return 1;
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	return admission_ask(a->adm, t, key, caller, client, may_queue, go, refuse,
+			     wanted, arg, now_ms, why, retry_after_ms);
 }
 
 void admit_mark_known(struct admit *a, const uint8_t *key)
 {
 	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
-	keyset_put(a->known, key, KEYSET_FOREVER);
+	admission_mark_known(a->adm, key);
 }
 
 void admit_forget_known(struct admit *a, const uint8_t *key)
 {
 	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
-	keyset_forget(a->known, key);
-	keyset_forget(a->trying, key);
-}
-
-/* The gates before the queue (see admit.h): 0, or the wait with *why. */
-static int64_t gates(struct admit *a, const uint8_t *key, const uint8_t *client,
-		     int64_t now, enum admit_refusal *why)
-{
-	static const uint8_t one[ADMIT_KEY_LEN]; /* the new-key bucket's key */
-	int newkey = a->newkeys && keyset_get(a->known, key, 0) == 0 &&
-		     keyset_get(a->trying, key, now) == 0;
-	int64_t w;
-
-	/* a new key takes one token, then may go on (its own bucket limits
-	 * it) for ADMIT_TRYING_MS while its answer is awaited */
-	if (newkey && (w = limit_take(a->newkeys, one, now)) > 0) {
-		*why = ADMIT_NEW_KEY;
-		return w;
-	}
-	if (newkey)
-		keyset_put(a->trying, key, now + ADMIT_TRYING_MS);
-	if (client && a->clients && (w = limit_take(a->clients, client, now)) > 0) {
-		if (newkey) {
-			limit_refund(a->newkeys, one);
-			keyset_forget(a->trying, key);
-		}
-		*why = ADMIT_CLIENT_RATE;
-		return w;
-	}
-	return 0;
-}
-
-int admit_ask(struct admit *a, struct admit_ticket *t, const uint8_t *key,
-	      const uint8_t *caller, const uint8_t *client, int may_queue, admit_go_fn go,
-	      admit_refuse_fn refuse, admit_wanted_fn wanted, void *arg,
-	      int64_t now_ms, enum admit_refusal *why, int64_t *retry_after_ms)
-{
-	size_t ahead;
-	int rc;
-
-	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
-	CHECK(t->magic != TICKET_MAGIC || t->state == T_IDLE);
-	t->magic = TICKET_MAGIC;
-	t->a = a;
-	memcpy(t->key, key, ADMIT_KEY_LEN);
-	t->has_caller = caller != NULL && a->callers != NULL;
-	if (t->has_caller)
-		memcpy(t->caller, caller, ADMIT_KEY_LEN);
-	t->state = T_IDLE;
-	t->probe = 0;
-	t->go = go;
-	t->refuse = refuse;
-	t->wanted = wanted;
-	t->arg = arg;
-	*retry_after_ms = 0;
-	/* an open breaker answers at once, queue or not (peeked, not asked:
-	 * asking after the cool-down would make this the probe before we know
-	 * it can go) */
-	if (a->breaker.state == LIMIT_BREAKER_OPEN &&
-	    limit_breaker_peek(&a->breaker, now_ms, retry_after_ms) == LIMIT_DENY) {
-		*why = ADMIT_BREAKER;
-		return -1;
-	}
-	if (a->breaker.state == LIMIT_BREAKER_HALF_OPEN && !may_queue) {
-		*why = ADMIT_BREAKER;
-		*retry_after_ms = LIMIT_PROBE_WAIT_MS;
-		return -1;
-	}
-	if ((*retry_after_ms = gates(a, key, client, now_ms, why)) > 0)
-		return -1;
-	ahead = ahead_of(a, t, NULL);
-	rc = decide(a, t, ahead, now_ms, why, retry_after_ms);
-	if (rc != 0)
-		return rc;
-	*retry_after_ms = rate_retry_ms(a, t, ahead, now_ms);
-	if (!may_queue || ahead >= (size_t)a->cfg.queue_limit ||
-	    *retry_after_ms > a->cfg.queue_timeout_ms) {
-		/* first in its line: the bucket is the limit it met; behind
-		 * others: the queue, full or too slow to wait in */
-		if (!may_queue || ahead == 0)
-			*why = bucket_limit(a, t, now_ms);
-		else if (ahead >= (size_t)a->cfg.queue_limit)
-			*why = ADMIT_QUEUE_FULL;
-		else
-			*why = ADMIT_QUEUE_TIMEOUT;
-		return -1;
-	}
-	*retry_after_ms = 0;
-	t->deadline_ms = now_ms + a->cfg.queue_timeout_ms;
-	t->state = T_QUEUED;
-	TAILQ_INSERT_TAIL(&a->queue, t, link);
-	a->n_queued++;
-	pump(a, now_ms); /* arms the timer */
-	return 0;
-}
-
-/* Takes a ticket out of the queue; its state is the caller's to set. */
-static void unqueue(struct admit *a, struct admit_ticket *t)
-{
-	TAILQ_REMOVE(&a->queue, t, link);
-	a->n_queued--;
-}
-
-/*
- * Walks the queue once. Returns 1 if a callback ran (the queue may have
- * changed under us: walk again), and the soonest time worth waking at.
- * `wanted` (a syscall or more on the owner's side) is asked of a ticket
- * about to be granted, and of every ticket on a sweep. Cost: the queue's
- * length squared at worst (the tickets of a key ahead of each), the queue
- * being bounded by the client connections.
- */
-static int pump_once(struct admit *a, int64_t now, int sweep, int64_t *wake)
-{
-	struct admit_ticket *t;
-
-	TAILQ_FOREACH(t, &a->queue, link) {
-		enum admit_refusal why = ADMIT_QUEUE_TIMEOUT;
-		int64_t retry = 0, w = -1;
-		size_t ahead;
-		int rc;
-
-		ahead = ahead_of(a, t, t);
-		if (ahead == 0 && (long)a->n_running < a->cfg.concurrency)
-			w = token_wait(a, t, now);
-		if ((sweep || w == 0) && t->wanted && !t->wanted(t->arg)) {
-			unqueue(a, t);
-			t->state = T_IDLE;
-			t->refuse(t->arg, ADMIT_ABANDONED, 0);
-			return 1;
-		}
-		rc = decide(a, t, ahead, now, &why, &retry);
-		if (rc == 0 && now >= t->deadline_ms) {
-			why = ADMIT_QUEUE_TIMEOUT;
-			retry = rate_retry_ms(a, t, ahead, now);
-			rc = -1;
-		}
-		if (rc != 0) {
-			unqueue(a, t); /* decide made a granted ticket T_GRANTED */
-			if (rc > 0) {
-				t->go(t->arg);
-			} else {
-				t->state = T_IDLE;
-				t->refuse(t->arg, why, retry);
-			}
-			return 1;
-		}
-		if (t->deadline_ms < *wake)
-			*wake = t->deadline_ms;
-		if (w > 0 && now + w < *wake)
-			*wake = now + w;
-	}
-	return 0;
-}
-
-static void pump(struct admit *a, int64_t now_ms)
-{
-	int64_t wake;
-
-	if (a->pumping) {
-		a->again = 1;
-		return;
-	}
-	a->pumping = 1;
-	do {
-		int sweep = now_ms >= a->next_sweep_ms;
-
-		a->again = 0;
-		wake = now_ms + ADMIT_SWEEP_MS;
-		while (pump_once(a, now_ms, sweep, &wake))
-			wake = now_ms + ADMIT_SWEEP_MS;
-		if (sweep)
-			a->next_sweep_ms = now_ms + ADMIT_SWEEP_MS;
-	} while (a->again);
-	a->pumping = 0;
-	if (TAILQ_EMPTY(&a->queue)) {
-		evtimer_del(a->timer);
-	} else {
-		int64_t in = wake > now_ms ? wake - now_ms : 1;
-		struct timeval tv = {.tv_sec = in / 1000, .tv_usec = (in % 1000) * 1000};
-
-		evtimer_add(a->timer, &tv);
-	}
+	admission_forget_known(a->adm, key);
 }
 
 void admit_done(struct admit_ticket *t, enum admit_outcome outcome,
 		int64_t retry_after_ms, int64_t now_ms)
 {
-	struct admit *a = t->a;
-
-	CHECK_OBJ_NOTNULL(t, TICKET_MAGIC);
-	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
-	if (t->state != T_GRANTED)
-		return;
-	t->state = T_IDLE;
-	a->n_running--;
-	switch (outcome) {
-	case ADMIT_OK:
-		limit_breaker_success(&a->breaker);
-		break;
-	case ADMIT_FAILED:
-		limit_breaker_failure(&a->breaker, now_ms);
-		break;
-	case ADMIT_LIMITED:
-		/* the host works; the key is over its vendor limit */
-		limit_breaker_success(&a->breaker);
-		limit_block(a->keys, t->key,
-			    now_ms + (retry_after_ms > 0 ? retry_after_ms
-							 : ADMIT_DEFAULT_BLOCK_MS));
-		break;
-	case ADMIT_NOTHING:
-		if (t->probe)
-			limit_breaker_abandon(&a->breaker);
-		break;
-	}
-	t->probe = 0;
-	pump(a, now_ms);
+	admission_done(t, outcome, retry_after_ms, now_ms);
 }
 
 void admit_cancel(struct admit_ticket *t, int64_t now_ms)
 {
-	if (t->magic != TICKET_MAGIC)
-		return;
-	if (t->state == T_QUEUED) {
-		unqueue(t->a, t);
-		t->state = T_IDLE;
-		pump(t->a, now_ms);
-	} else if (t->state == T_GRANTED) {
-		admit_done(t, ADMIT_NOTHING, 0, now_ms);
-	}
+	admission_cancel(t, now_ms);
 }
 
 int64_t admit_blocked_ms(const struct admit *a, const uint8_t *key, int64_t now_ms)
 {
-	int64_t until = limit_blocked_until(a->keys, key);
-
-	return until > now_ms ? until - now_ms : 0;
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	return admission_blocked_ms(a->adm, key, now_ms);
 }
 
 int64_t admit_breaker_until(const struct admit *a)
 {
-	return a->breaker.state == LIMIT_BREAKER_OPEN ? a->breaker.reopen_ms : 0;
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	return admission_breaker_until(a->adm);
 }
 
 int admit_breaker_open(const struct admit *a, int64_t now_ms)
 {
-	return a->breaker.state == LIMIT_BREAKER_OPEN &&
-	       limit_breaker_peek(&a->breaker, now_ms, NULL) == LIMIT_DENY;
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	return admission_breaker_open(a->adm, now_ms);
 }
 
 size_t admit_keys_blocked(const struct admit *a, int64_t now_ms)
 {
-	return limit_table_blocked(a->keys, now_ms);
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	return admission_keys_blocked(a->adm, now_ms);
 }
 
 size_t admit_queued(const struct admit *a)
 {
-	return a->n_queued;
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	return admission_queued(a->adm);
 }
 
 size_t admit_running(const struct admit *a)
 {
-	return a->n_running;
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	return admission_running(a->adm);
 }
 
 const char *admit_breaker_state(const struct admit *a)
 {
-	return limit_breaker_state_name(a->breaker.state);
+	CHECK_OBJ_NOTNULL(a, ADMIT_MAGIC);
+	return admission_breaker_state(a->adm);
 }

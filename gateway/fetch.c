@@ -29,10 +29,12 @@
 #include "gateway/access.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "policy/backoff.h"
 #include "policy/check.h"
 #include "policy/json.h"
 #include "policy/keyset.h"
-#include "policy/limit.h"
+#include "policy/backoff.h"
+#include "policy/retry_after.h"
 #include "policy/ttl.h"
 
 #define FETCHER_MAGIC 0x46545352u

@@ -14,14 +14,15 @@
  * cancelled. Every struct passed through a void * carries a magic number.
  *
  * The vendor's answer is checked against the contract while it arrives
- * (header_cb) and when it ends (finish); the rules are in upstream.h. An
- * answer outside the contract is stopped at the first line that shows it
- * (curl then closes that connection: nothing of it is read as the start of
- * the next answer) and ends as UPSTREAM_INVALID. Per response header block
- * (a status line, its header lines, the blank line) a fetch remembers the
- * first value of each tracked header and whether a later one differed; an
- * interim 1xx block is forgotten at the next status line, and header lines
- * after the final block (chunked trailers) are ignored.
+ * (header_cb feeds each line to the fetch's struct upstream_head, see
+ * upstream_contract.h) and when it ends (finish); the rules are in
+ * upstream.h. An answer outside the contract is stopped at the first line
+ * that shows it (curl then closes that connection: nothing of it is read as
+ * the start of the next answer) and ends as UPSTREAM_INVALID. Per response
+ * header block (a status line, its header lines, the blank line) a fetch
+ * remembers the first value of each tracked header and whether a later one
+ * differed; an interim 1xx block is forgotten at the next status line, and
+ * header lines after the final block (chunked trailers) are ignored.
  */
 #include "gateway/upstream.h"
 
@@ -37,8 +38,9 @@
 #include <sys/time.h>
 
 #include "gateway/log.h"
+#include "gateway/upstream_contract.h"
 #include "policy/check.h"
-#include "policy/limit.h"
+#include "policy/retry_after.h"
 
 #define UPSTREAM_MAGIC 0x55505354u
 #define FETCH_MAGIC 0x46455443u
@@ -89,14 +91,7 @@ static const struct tracked {
 	[H_RESET] = {"RateLimit-Reset", T_ADVICE},
 };
 
-/* What the current header block said in one tracked header. */
-struct seen_header {
-	unsigned count; /* lines with this name */
-	int conflict;	/* a later line differed from the first */
-	size_t len;	/* of the first value, trimmed */
-	uint64_t hash;	/* FNV-1a of the first value: compares over-long ones */
-	char value[UPSTREAM_HEADER_VALUE_MAX]; /* the first value if len < max */
-};
+_Static_assert(N_TRACKED == UPSTREAM_TRACKED, "upstream_contract.h counts them");
 
 struct sock_watch {
 	unsigned magic;
@@ -112,15 +107,7 @@ struct upstream_fetch {
 	upstream_done_fn done;
 	void *arg;
 	int too_big;
-	int invalid; /* outside the contract; resp.error says why */
-	enum {
-		HEAD_BEFORE, /* a status line is next */
-		HEAD_IN,     /* in a header block, after its status line */
-		HEAD_DONE,   /* the final block ended: body, then trailers */
-	} head;
-	long interim;	/* the last interim 1xx status seen, 0 if none */
-	int in_interim; /* the current block is an interim 1xx */
-	struct seen_header seen[N_TRACKED]; /* of the current header block */
+	struct upstream_head hd; /* the contract, checked on the answer's head */
 	struct upstream_response resp;
 	LIST_ENTRY(upstream_fetch) link;
 	char curl_error[CURL_ERROR_SIZE];
@@ -193,26 +180,35 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *arg)
 
 /*
  * Marks the answer as outside the contract, with the reason (words, never
- * the vendor's bytes) in resp.error. Returns 0: what header_cb returns to
+ * the vendor's bytes) in *h->error. Returns 0: what header_cb returns to
  * make curl stop the transfer.
  */
-static size_t refuse(struct upstream_fetch *f, const char *fmt, ...)
+static size_t refuse(struct upstream_head *h, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-static size_t refuse(struct upstream_fetch *f, const char *fmt, ...)
+static size_t refuse(struct upstream_head *h, const char *fmt, ...)
 {
 	va_list ap;
 
-	f->invalid = 1;
+	h->invalid = 1;
 	va_start(ap, fmt);
-	vsnprintf(f->resp.error, sizeof(f->resp.error), fmt, ap);
+	vsnprintf(h->error, h->error_size, fmt, ap);
 	va_end(ap);
 	return 0;
 }
 
-/* Writes why a final `status` is outside the contract. Returns 1 if it is,
- * 0 if it is relayed (200, 400, 401, 403, 404, 429, 500-599). */
-static int status_refused(long status, char *why, size_t n)
+void upstream_head_init(struct upstream_head *h, char *error, size_t error_size)
+{
+	AN(h);
+	AN(error);
+	CHECK(error_size > 0);
+	memset(h, 0, sizeof(*h));
+	h->state = UPSTREAM_HEAD_BEFORE;
+	h->error = error;
+	h->error_size = error_size;
+}
+
+int upstream_status_refused(long status, char *why, size_t n)
 {
 	if (status == 200 || status == 400 || status == 401 || status == 403 ||
 	    status == 404 || status == 429 || (status >= 500 && status <= 599))
@@ -226,9 +222,8 @@ static int status_refused(long status, char *why, size_t n)
 	return 1;
 }
 
-/* The status code on a status line ("HTTP/1.1 200 OK", "HTTP/2 200"): the
- * three digits after the protocol, or -1 when there are none (curl judges). */
-static long status_of_line(const char *data, size_t n)
+/* (curl judges a status line without a code.) */
+long upstream_status_of_line(const char *data, size_t n)
 {
 	size_t i = 5;
 
@@ -301,13 +296,7 @@ static size_t skip_ows(const char *p, size_t i, size_t n)
 	return i;
 }
 
-/*
- * Is p[0..n) an RFC 9110 media type, type "/" subtype *( OWS ";" OWS
- * [ name "=" ( token / quoted-string ) ] ), printable ASCII, shorter than
- * UPSTREAM_HEADER_VALUE_MAX? With json_only, type and subtype must be
- * application/json (any case).
- */
-static int media_type_ok(const char *p, size_t n, int json_only)
+int upstream_media_type_ok(const char *p, size_t n, int json_only)
 {
 	size_t i, t;
 
@@ -357,9 +346,9 @@ static int media_type_ok(const char *p, size_t n, int json_only)
  * the answer for Content-Type and Content-Length. Returns 0 to go on, -1
  * when the answer was refused.
  */
-static int note_header(struct upstream_fetch *f, size_t i, const char *v, const char *end)
+static int note_header(struct upstream_head *h, size_t i, const char *v, const char *end)
 {
-	struct seen_header *s = &f->seen[i];
+	struct upstream_seen *s = &h->seen[i];
 	size_t len;
 	uint64_t hash;
 
@@ -378,7 +367,7 @@ static int note_header(struct upstream_fetch *f, size_t i, const char *v, const 
 			s->value[len] = '\0';
 		}
 		if (tracked[i].kind == T_LENGTH && !digits(v, len)) {
-			refuse(f, "upstream sent a Content-Length that is not a decimal "
+			refuse(h, "upstream sent a Content-Length that is not a decimal "
 				  "number");
 			return -1;
 		}
@@ -393,8 +382,64 @@ static int note_header(struct upstream_fetch *f, size_t i, const char *v, const 
 		s->conflict = 1; /* not relayed */
 		return 0;
 	}
-	refuse(f, "upstream sent 2 different %s headers", tracked[i].name);
+	refuse(h, "upstream sent 2 different %s headers", tracked[i].name);
 	return -1;
+}
+
+size_t upstream_head_line(struct upstream_head *h, const char *data, size_t n)
+{
+	const char *colon;
+	long status;
+
+	AN(h);
+	if (h->invalid)
+		return 0;
+	if (h->state == UPSTREAM_HEAD_BEFORE) {
+		if (n < 5 || memcmp(data, "HTTP/", 5) != 0)
+			return n; /* not a status line: curl judges */
+		/* a new header block: an interim 1xx, or the final answer */
+		memset(h->seen, 0, sizeof(h->seen));
+		h->state = UPSTREAM_HEAD_IN;
+		status = upstream_status_of_line(data, n);
+		h->in_interim = status >= 100 && status <= 199 && status != 101;
+		if (h->in_interim) {
+			h->interim = status; /* curl waits for the next block */
+			return n;
+		}
+		if (status >= 0 &&
+		    upstream_status_refused(status, h->error, h->error_size)) {
+			h->invalid = 1; /* stopped before its headers and body */
+			return 0;
+		}
+		return n;
+	}
+	if (h->state == UPSTREAM_HEAD_DONE)
+		return n; /* a trailer, after the body: never part of the answer */
+	if (data[0] == '\r' || data[0] == '\n') {
+		/* the blank line that ends the block */
+		h->state = h->in_interim ? UPSTREAM_HEAD_BEFORE : UPSTREAM_HEAD_DONE;
+		if (h->seen[H_LENGTH].count > 0 && h->seen[H_CODING].count > 0)
+			return refuse(h, "upstream sent both Content-Length and "
+					 "Transfer-Encoding");
+		return n;
+	}
+	if (data[0] == ' ' || data[0] == '\t')
+		return refuse(
+		    h, "upstream sent a folded header line (obsolete line folding)");
+	colon = memchr(data, ':', n);
+	if (colon == NULL)
+		return n;
+	for (size_t i = 0; i < N_TRACKED; i++) {
+		size_t len = strlen(tracked[i].name);
+
+		if (len != (size_t)(colon - data) ||
+		    strncasecmp(tracked[i].name, data, len) != 0)
+			continue;
+		if (note_header(h, i, colon + 1, data + n) != 0)
+			return 0;
+		break;
+	}
+	return n;
 }
 
 /*
@@ -407,59 +452,9 @@ static int note_header(struct upstream_fetch *f, size_t i, const char *v, const 
 static size_t header_cb(char *data, size_t size, size_t nitems, void *arg)
 {
 	struct upstream_fetch *f = arg;
-	size_t n = size * nitems;
-	const char *colon;
-	long status;
 
 	CHECK_OBJ_NOTNULL(f, FETCH_MAGIC);
-	if (f->invalid)
-		return 0;
-	if (f->head == HEAD_BEFORE) {
-		if (n < 5 || memcmp(data, "HTTP/", 5) != 0)
-			return n; /* not a status line: curl judges */
-		/* a new header block: an interim 1xx, or the final answer */
-		memset(f->seen, 0, sizeof(f->seen));
-		f->head = HEAD_IN;
-		status = status_of_line(data, n);
-		f->in_interim = status >= 100 && status <= 199 && status != 101;
-		if (f->in_interim) {
-			f->interim = status; /* curl waits for the next block */
-			return n;
-		}
-		if (status >= 0 &&
-		    status_refused(status, f->resp.error, sizeof(f->resp.error))) {
-			f->invalid = 1; /* stopped before its headers and body */
-			return 0;
-		}
-		return n;
-	}
-	if (f->head == HEAD_DONE)
-		return n; /* a trailer, after the body: never part of the answer */
-	if (data[0] == '\r' || data[0] == '\n') {
-		/* the blank line that ends the block */
-		f->head = f->in_interim ? HEAD_BEFORE : HEAD_DONE;
-		if (f->seen[H_LENGTH].count > 0 && f->seen[H_CODING].count > 0)
-			return refuse(f, "upstream sent both Content-Length and "
-					 "Transfer-Encoding");
-		return n;
-	}
-	if (data[0] == ' ' || data[0] == '\t')
-		return refuse(
-		    f, "upstream sent a folded header line (obsolete line folding)");
-	colon = memchr(data, ':', n);
-	if (colon == NULL)
-		return n;
-	for (size_t i = 0; i < N_TRACKED; i++) {
-		size_t len = strlen(tracked[i].name);
-
-		if (len != (size_t)(colon - data) ||
-		    strncasecmp(tracked[i].name, data, len) != 0)
-			continue;
-		if (note_header(f, i, colon + 1, data + n) != 0)
-			return 0;
-		break;
-	}
-	return n;
+	return upstream_head_line(&f->hd, data, size * nitems);
 }
 
 static void add_header(struct upstream_response *r, const char *name, const char *value)
@@ -473,27 +468,22 @@ static void add_header(struct upstream_response *r, const char *name, const char
 	snprintf(h->value, sizeof(h->value), "%s", value);
 }
 
-/*
- * Fills resp.headers from the final header block of a relayed answer: a 200
- * gets exactly one JSON Content-Type (the vendor's when it is a valid
- * application/json type, else JSON_TYPE); another status the vendor's
- * Content-Type when it is a valid media type, else none; the advice headers
- * when single and well formed (Retry-After: delay-seconds or an HTTP-date).
- * Content-Length is never relayed: the front frames its own answer.
- */
-static void relay_headers(struct upstream_fetch *f, int64_t wall_ms)
+/* Content-Length is never relayed: the front frames its own answer. */
+void upstream_head_relay(const struct upstream_head *h, struct upstream_response *r,
+			 int64_t wall_ms)
 {
-	struct upstream_response *r = &f->resp;
-
+	AN(h);
+	AN(r);
 	r->n_headers = 0;
 	for (size_t i = 0; i < N_TRACKED; i++) {
-		const struct seen_header *s = &f->seen[i];
+		const struct upstream_seen *s = &h->seen[i];
 		int ok = s->count > 0 && !s->conflict && s->len < sizeof(s->value);
 		int64_t delay;
 
 		switch (tracked[i].kind) {
 		case T_TYPE:
-			ok = ok && media_type_ok(s->value, s->len, r->status == 200);
+			ok = ok &&
+			     upstream_media_type_ok(s->value, s->len, r->status == 200);
 			if (ok) {
 				add_header(r, tracked[i].name, s->value);
 			} else if (r->status == 200) {
@@ -660,30 +650,33 @@ static void finish(struct upstream_fetch *f, CURLcode rc)
 	struct upstream *up = f->up;
 	struct upstream_response *r = &f->resp;
 	struct timeval tv;
+	int64_t wall_ms;
 	long sent = 0;
 
 	curl_multi_remove_handle(up->multi, f->easy);
 	fetch_unlink(f);
 	curl_easy_getinfo(f->easy, CURLINFO_REQUEST_SIZE, &sent);
 	r->result =
-	    f->invalid ? UPSTREAM_INVALID : map_curl_code(rc, f->too_big, sent > 0);
+	    f->hd.invalid ? UPSTREAM_INVALID : map_curl_code(rc, f->too_big, sent > 0);
 	curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME, &r->total_ms);
 	r->total_ms *= 1000.0;
 	if (r->result == UPSTREAM_OK) {
 		curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &r->status);
-		if (status_refused(r->status, r->error, sizeof(r->error))) {
+		if (upstream_status_refused(r->status, r->error, sizeof(r->error))) {
 			r->result =
 			    UPSTREAM_INVALID; /* a final 1xx, or one curl parsed */
 		} else {
 			if (event_base_gettimeofday_cached(up->base, &tv) != 0)
 				gettimeofday(&tv, NULL);
-			relay_headers(f, (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000);
+			wall_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+			upstream_head_relay(&f->hd, r, wall_ms);
 		}
-	} else if (rc == CURLE_GOT_NOTHING && f->interim != 0 && !f->invalid) {
+	} else if (rc == CURLE_GOT_NOTHING && f->hd.interim != 0 && !f->hd.invalid) {
 		r->result = UPSTREAM_INVALID;
 		snprintf(r->error, sizeof(r->error),
-			 "upstream sent an interim %ld and no final answer", f->interim);
-	} else if (!f->invalid) {
+			 "upstream sent an interim %ld and no final answer",
+			 f->hd.interim);
+	} else if (!f->hd.invalid) {
 		describe_failure(f, rc);
 	}
 	if (r->result != UPSTREAM_OK)
@@ -887,6 +880,7 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 		abort();
 	f->magic = FETCH_MAGIC;
 	f->up = up;
+	upstream_head_init(&f->hd, f->resp.error, sizeof(f->resp.error));
 	f->done = done;
 	f->arg = arg;
 	f->easy = curl_easy_init();

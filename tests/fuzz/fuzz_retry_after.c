@@ -1,5 +1,5 @@
 /*
- * fuzz_retry_after: policy/limit.c's limit_parse_retry_after.
+ * fuzz_retry_after: policy/retry_after.c's limit_parse_retry_after.
  *
  * Input: 8 bytes of clock (now_ms, folded into [0, LIMIT_NOW_MAX]), then
  * the field value. Properties: a success gives a delay in
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "policy/limit.h"
+#include "policy/retry_after.h"
 
 #define SENTINEL INT64_C(-777)
 

@@ -32,7 +32,7 @@ bound, with generous margins for a loaded 2-core machine.
   requests, a bogus key the vendor refused costs nothing when asked again
   (401: within --unauthorized-ttl; 429: its Retry-After). A full per-key
   bucket table (ADMIT_MAX_KEYS, a compile-time 65536) is not reachable from
-  outside in a short test: not tested here (policy/limit's unit tests own it);
+  outside in a short test: not tested here (policy/bucket's unit tests own it);
 - slow readers: 20 clients ask for a 5.6 MB stored answer and read nothing
   (SO_RCVBUF 4 KB) while distinct 560 KB misses are stored into a 24 MB map
   (about 4 times the answer): no "could not store" after the first 2 s,
