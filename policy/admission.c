@@ -126,10 +126,25 @@ int admission_set_config(struct admission *a, const struct admit_config *cfg,
 	struct limit_table *check;
 
 	CHECK_OBJ_NOTNULL(a, ADMISSION_MAGIC);
-	/* refuse before changing anything: a table of one key is cheap */
-	if ((check = limit_table_new(cfg->rate, (double)cfg->burst, 1)) == NULL)
-		return -1;
-	limit_table_free(check);
+	/* refuse before changing anything: every table's rate and burst are
+	 * tried on a table of one key first (cheap), so a refusal leaves the
+	 * running settings whole */
+	{
+		const double rates[4][2] = {
+			{cfg->rate, (double)cfg->burst},
+			{cfg->caller_rate, (double)cfg->caller_burst},
+			{cfg->new_key_rate, cfg->new_key_rate < 1 ? 1 : cfg->new_key_rate},
+			{cfg->client_rate, (double)cfg->client_burst},
+		};
+
+		for (int i = 0; i < 4; i++) {
+			if (i > 0 && rates[i][0] <= 0)
+				continue; /* off */
+			if ((check = limit_table_new(rates[i][0], rates[i][1], 1)) == NULL)
+				return -1;
+			limit_table_free(check);
+		}
+	}
 	if (limit_table_set_rate(a->keys, cfg->rate, (double)cfg->burst) != 0 ||
 	    retable(&a->callers, cfg->caller_rate, (double)cfg->caller_burst,
 		    ADMIT_MAX_KEYS) != 0 ||
@@ -238,7 +253,9 @@ static int64_t rate_retry_ms(struct admission *a, const struct admit_ticket *t,
 	double rate = a->cfg.rate;
 	int64_t w;
 
-	if (t->has_caller && a->cfg.caller_rate < rate)
+	/* a ticket queued with a caller may outlive caller quotas (a reload
+	 * turned them off): only a rate in force counts */
+	if (t->has_caller && a->callers && a->cfg.caller_rate > 0 && a->cfg.caller_rate < rate)
 		rate = a->cfg.caller_rate;
 	w = token_wait(a, t, now) + (int64_t)(1000.0 / rate * (double)ahead);
 	return w < 1 ? 1 : w;

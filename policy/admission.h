@@ -169,10 +169,8 @@ void admission_free(struct admission *a);
  * (their tokens kept, capped at the new burst), the breaker keeps its state
  * with the new threshold and cool-down, queued tickets keep their deadlines
  * and are walked again under the new settings. Returns 0, or -1 on settings
- * admission_new would refuse. Nothing is changed when the key rate or burst
- * is refused; a refused caller, new-key or client rate is found only after
- * the tables before it took their new rates (gateway/config's bounds keep
- * such settings from coming here). */
+ * admission_new would refuse: then nothing is changed (every rate and burst
+ * is tried on a one-key table before any table takes it). */
 int admission_set_config(struct admission *a, const struct admit_config *cfg,
 			 int64_t now_ms);
 

@@ -41,7 +41,7 @@
  */
 #include "policy/query.h"
 
-#include <assert.h>
+#include "policy/check.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -903,7 +903,7 @@ enum query_status query_normalise(const char *raw, size_t raw_len,
 	size_t segments = 0, start = 0;
 	int *set = p.set;
 
-	assert(out != NULL && err != NULL && (raw != NULL || raw_len == 0));
+	CHECK(out != NULL && err != NULL && (raw != NULL || raw_len == 0));
 	memset(p.set, 0, sizeof(p.set));
 	p.n_dropped = 0;
 	p.arena_len = 0;

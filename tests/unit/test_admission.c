@@ -812,6 +812,16 @@ static void test_set_config_mid_flight(void **state)
 	bad.rate = 0;
 	assert_int_equal(admission_set_config(a, &bad, 10), -1);
 	assert_int_equal(f[1].granted, 0);
+	/* nor a good key rate beside a bad caller burst: the key rate is not
+	 * taken either (it would grant f[1] and f[2] at once) */
+	bad = c;
+	bad.rate = 1000;
+	bad.burst = 5;
+	bad.caller_rate = 1;
+	bad.caller_burst = 0;
+	assert_int_equal(admission_set_config(a, &bad, 10), -1);
+	admission_pump(a, 20);
+	assert_int_equal(f[1].granted, 0);
 	/* a faster rate: what is queued goes at once (10 ms at 1000/s make
 	 * 10 tokens, capped at the new burst of 5) */
 	c.rate = 1000;
