@@ -851,8 +851,9 @@ void answer_landed(struct answerer *as, struct evhttp_request *req,
 			}
 		}
 		snprintf(status, sizeof(status),
-			 ANSWER_STATUS_NAME "; fwd=%s; fwd-status=%ld%s", fwd, f->status,
-			 w->collapsed ? "; collapsed" : f->stored ? "; stored" : "");
+			 ANSWER_STATUS_NAME "; fwd=%s; fwd-status=%ld%s%s", fwd, f->status,
+			 w->collapsed ? "; collapsed" : f->stored ? "; stored" : "",
+			 f->widened ? "; detail=widened" : "");
 		evhttp_add_header(out, "Cache-Status", status);
 		if (f->stored) {
 			format_etag(etag, f->etag, enc);

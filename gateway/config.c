@@ -174,6 +174,9 @@ static const struct opt opts[] = {
 	{"derive", OPT_RULES, OFF(derive), 0, 0, "off", "RULES",
 	 "answer a miss from a fresh stored answer of the same key that holds it: pages, "
 	 "cursors, days (comma-separated), all, or off"},
+	{"widen-pages", OPT_COUNT, OFF(widen_pages), 0, 1000, "0", "N",
+	 "with derive pages: a miss for a page of fewer than N asks the vendor for N at the "
+	 "same offset, the rest of it answering the next pages (0: off)"},
 	{"client-no-cache", OPT_NOCACHE, OFF(client_no_cache), 0, 0, "revalidate", "POLICY",
 	 "a client's Cache-Control/Pragma no-cache: ignore, revalidate (refresh answers "
 	 "older than no-cache-min-age) or honour (refresh every time)"},

@@ -112,6 +112,7 @@ struct cg_config {
 	uint32_t unauthorized_ttl_s;   /* a vendor 401 answered locally this long; 0 off */
 	/* the economy */
 	unsigned derive;               /* enum derive_rule bits: answers derived from stored ones */
+	long widen_pages;              /* a page of fewer asked as this many (0 off) */
 	int client_no_cache;           /* enum client_no_cache: a client's no-cache */
 	uint32_t no_cache_min_age_s;   /* revalidate: younger answers are served as they are */
 	/* not a setting: CONFIG_WARN_* bits, for startup_warn() */

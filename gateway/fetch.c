@@ -31,7 +31,9 @@
 #include "gateway/metrics.h"
 #include "policy/backoff.h"
 #include "policy/check.h"
+#include "policy/derive.h"
 #include "policy/json.h"
+#include "policy/query.h"
 #include "policy/keyset.h"
 #include "policy/backoff.h"
 #include "policy/retry_after.h"
@@ -68,6 +70,9 @@ struct fetch {
 	struct event *retry_timer; /* NULL unless backing off */
 	unsigned attempts;         /* upstream requests made */
 	size_t alive;              /* waiters whose client is still there */
+	char *wide;                /* --widen-pages: the wider page asked instead (owned) */
+	size_t wide_len;
+	uint8_t wide_id[STORE_ID_LEN];
 	LIST_ENTRY(fetch) link;
 };
 
@@ -506,9 +511,25 @@ static void on_store_retry(evutil_socket_t fd, short what, void *arg)
  * f for the waiters). Returns 1 if stored now; a put the map refused for a
  * moment is retried behind (see struct to_store).
  */
+static int store_fetched_as(struct fetcher *fx, const struct fetch_ask *a,
+			    const uint8_t id[STORE_ID_LEN], const char *query, size_t query_len,
+			    struct fetched *f, const char *ctype, int64_t stored_ms,
+			    int64_t expires_ms, unsigned derived);
+
 static int store_fetched(struct fetcher *fx, const struct fetch_ask *a, struct fetched *f,
 			 const char *ctype, int64_t stored_ms, int64_t expires_ms,
 			 unsigned derived)
+{
+	return store_fetched_as(fx, a, a->id, a->canonical, a->canonical_len, f, ctype,
+				stored_ms, expires_ms, derived);
+}
+
+/* store_fetched under another entry than the ask's own: `id` for `query`
+ * (query_len bytes), the ask's key (a widened page's wide answer). */
+static int store_fetched_as(struct fetcher *fx, const struct fetch_ask *a,
+			    const uint8_t id[STORE_ID_LEN], const char *query, size_t query_len,
+			    struct fetched *f, const char *ctype, int64_t stored_ms,
+			    int64_t expires_ms, unsigned derived)
 {
 	struct to_store *ts = calloc(1, sizeof(*ts));
 	struct repr_set reps;
@@ -520,12 +541,13 @@ static int store_fetched(struct fetcher *fx, const struct fetch_ask *a, struct f
 	ts->fx = fx;
 	fetched_hold(f);
 	ts->f = f;
-	memcpy(ts->id, a->id, STORE_ID_LEN);
+	memcpy(ts->id, id, STORE_ID_LEN);
 	memcpy(ts->keyhash, a->keyhash, STORE_KEYHASH_LEN);
-	ts->query = malloc(a->canonical_len + 1);
+	ts->query = malloc(query_len + 1);
 	AN(ts->query);
-	memcpy(ts->query, a->canonical, a->canonical_len + 1);
-	ts->query_len = a->canonical_len;
+	memcpy(ts->query, query, query_len);
+	ts->query[query_len] = '\0';
+	ts->query_len = query_len;
 	snprintf(ts->ctype, sizeof(ts->ctype), "%.*s", (int)sizeof(ts->ctype) - 1, ctype);
 	ts->stored_ms = stored_ms;
 	ts->expires_ms = expires_ms;
@@ -634,6 +656,7 @@ static void fetch_free(struct fetch *fc)
 	LIST_REMOVE(fc, link);
 	if (fc->retry_timer)
 		event_free(fc->retry_timer);
+	free(fc->wide);
 	fetch_ask_free(fc->ask);
 	fc->magic = 0;
 	free(fc);
@@ -682,8 +705,8 @@ static void start_fetch(void *arg)
 		return;
 	}
 	fc->attempts++;
-	fc->uf = upstream_fetch(fx->up, fc->ask->canonical, fc->ask->api_key,
-				fc->ask->request_id, on_fetched, fc);
+	fc->uf = upstream_fetch(fx->up, fc->wide ? fc->wide : fc->ask->canonical,
+				fc->ask->api_key, fc->ask->request_id, on_fetched, fc);
 	if (fc->uf == NULL) {
 		admit_done(&fc->ticket, ADMIT_NOTHING, 0, mono_ms(fx));
 		land_refused(fc, REFUSED_START, 0);
@@ -798,6 +821,109 @@ static struct fetched *fetched_from(const struct upstream_response *resp)
 }
 
 /*
+ * --widen-pages: the vendor answered the wider page W asked instead of the
+ * question Q. W is stored as the vendor's answer (a source for the next
+ * pages), and Q's answer is cut out of it by the pages rule (the same
+ * bytes the vendor would have sent for Q) and stored as derived. Returns
+ * the fetched for Q's waiters (W's is released); if Q cannot be cut out
+ * (W is not a compact array of objects: never from a conforming vendor),
+ * W's bytes are not Q's answer: 502, as a malformed answer.
+ */
+static struct fetched *land_widened(struct fetch *fc, const struct upstream_response *resp,
+				    struct fetched *w)
+{
+	struct fetcher *fx = fc->fx;
+	const struct fetch_ask *a = fc->ask;
+	struct query qw, qq;
+	struct query_error qerr;
+	struct derive_source src;
+	struct derive_answer ans;
+	struct fetched *f;
+	const char *ctype = "";
+	int64_t now = now_ms(fx), expires = now + (int64_t)a->ttl_s * 1000;
+
+	for (size_t i = 0; i < resp->n_headers; i++)
+		if (strcmp(resp->headers[i].name, "Content-Type") == 0)
+			ctype = resp->headers[i].value;
+	if (a->ttl_s > 0)
+		w->stored = store_fetched_as(fx, a, fc->wide_id, fc->wide, fc->wide_len, w, ctype,
+					     now, expires, 0);
+	src.query = &qw;
+	src.body = w->body;
+	src.body_len = w->body_len;
+	src.fetched_ms = now;
+	if (query_normalise(fc->wide, fc->wide_len, &qw, &qerr) != QUERY_OK ||
+	    query_normalise(a->canonical, a->canonical_len, &qq, &qerr) != QUERY_OK ||
+	    derive_answer(&src, &qq, DERIVE_RULE_PAGES, &ans) != DERIVE_OK) {
+		cglog(CGLOG_WARN, "widen: the wider page's answer does not hold the question's "
+		      "(request_id=%s); answered 502", a->request_id);
+		w->failed = w->malformed = 1;
+		return w;
+	}
+	f = fetched_new();
+	f->asked = 1;
+	f->result = UPSTREAM_OK;
+	f->status = 200;
+	f->total_ms = w->total_ms;
+	f->widened = 1;
+	memcpy(f->headers, w->headers, w->n_headers * sizeof(w->headers[0]));
+	f->n_headers = w->n_headers;
+	f->body_len = derive_body_len(&ans);
+	f->body = malloc(f->body_len);
+	AN(f->body);
+	CHECK(derive_write(&ans, w->body, f->body, f->body_len) == (long)f->body_len);
+	if (a->ttl_s > 0)
+		f->stored = store_fetched(fx, a, f, ctype, now, expires, DERIVE_RULE_PAGES);
+	fetched_release(w);
+	if (fx->metrics)
+		metrics_add(&fx->metrics->fetch.widened, 1);
+	return f;
+}
+
+/*
+ * --widen-pages N: a miss for a page of l < N elements asks the vendor for
+ * N at the same offset instead (the same filters), when the pages rule is
+ * on: one vendor request for up to N / l pages, the rest derived. The
+ * flight stays the question's own (identical questions coalesce as ever;
+ * two different pages of one wide page asked at the same moment each ask
+ * for it).
+ */
+static void widen(struct fetch *fc)
+{
+	struct fetcher *fx = fc->fx;
+	const struct fetch_ask *a = fc->ask;
+	struct query q;
+	struct query_error qerr;
+	char raw[QUERY_CANON_MAX];
+	const char *at;
+	size_t len;
+	int n;
+
+	if (fx->cfg->widen_pages == 0 || !(fx->derive & DERIVE_RULE_PAGES) || a->refresh ||
+	    query_normalise(a->canonical, a->canonical_len, &q, &qerr) != QUERY_OK ||
+	    !(q.present & QUERY_P_LIMIT) || q.limit >= (uint32_t)fx->cfg->widen_pages)
+		return;
+	/* the canonical query with its limit's value replaced: params are
+	 * sorted and each appears once, so "limit=" starts one of them */
+	at = a->canonical;
+	while ((at = strstr(at, "limit=")) != NULL && at != a->canonical && at[-1] != '&')
+		at++;
+	if (at == NULL)
+		return;
+	len = strspn(at + 6, "0123456789");
+	n = snprintf(raw, sizeof(raw), "%.*slimit=%ld%s", (int)(at - a->canonical), a->canonical,
+		     fx->cfg->widen_pages, at + 6 + len);
+	if (n < 0 || (size_t)n >= sizeof(raw) ||
+	    query_normalise(raw, (size_t)n, &q, &qerr) != QUERY_OK)
+		return;
+	fc->wide = malloc(q.canonical_len + 1);
+	AN(fc->wide);
+	memcpy(fc->wide, q.canonical, q.canonical_len + 1);
+	fc->wide_len = q.canonical_len;
+	store_entry_id(a->keyhash, fc->wide, fc->wide_len, fc->wide_id);
+}
+
+/*
  * The upstream answered (or failed): tell admission how it went, retry if
  * worth it, store a good answer, then wake everyone. A failure (no answer,
  * 5xx, 429, or a 200 that is not a JSON array) never touches what is
@@ -852,6 +978,8 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 	if (resp->result == UPSTREAM_OK && resp->status == 200) {
 		if (malformed) {
 			f->failed = f->malformed = 1; /* a stored answer stands in, or 502 */
+		} else if (fc->wide) {
+			f = land_widened(fc, resp, f);
 		} else if (fc->ask->ttl_s > 0 && store_answer(fc, resp, f)) {
 			f->stored = 1;
 		}
@@ -1022,8 +1150,10 @@ static void ask_miss(struct fetcher *fx, struct fetch_ask *a)
 	w->fc = flight_data(flight);
 	AZ(flight_join(flight, on_landed, w)); /* checked above; a new flight has room */
 	w->fc->alive++;
-	if (fc != NULL && !try_derive(fc))
+	if (fc != NULL && !try_derive(fc)) {
+		widen(fc);
 		fetch_begin(fx, fc, 1);
+	}
 }
 
 /* FETCH_REFRESH: refreshes the id in the background, unless a fetch for

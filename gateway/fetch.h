@@ -123,6 +123,7 @@ struct fetched {
 	int malformed; /* a 200 whose body is not a JSON array */
 	int stored;    /* the answer was written to the cache */
 	uint64_t etag; /* its ETag when stored */
+	int widened;        /* asked as a wider page (--widen-pages) and cut out of it */
 	int from_store;     /* not asked: answered from the store (status 200,
 			     * body and headers a copy; stored: the entry is there) */
 	unsigned derived;   /* from_store: derived from another stored answer by

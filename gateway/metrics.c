@@ -304,6 +304,10 @@ void metrics_write(struct metrics *m, struct evbuffer *out)
 		evbuffer_add_printf(out, "contacts_gateway_derived_total{rule=\"%s\"} %" PRIu64
 				    "\n", derive_rule_name((enum derive_rule)(1u << r)),
 				    load(&fx->derived[r]));
+	family(out, "contacts_gateway_widened_total", "counter",
+	       "Misses asked upstream as a wider page (--widen-pages).");
+	evbuffer_add_printf(out, "contacts_gateway_widened_total %" PRIu64 "\n",
+			    load(&fx->widened));
 	family(out, "contacts_gateway_derive_misses_total", "counter",
 	       "Misses --derive could not answer, by reason (then asked upstream).");
 	for (int why = 1; why < DERIVED_REASONS; why++)

@@ -86,6 +86,7 @@ struct metrics_fetch {
 	_Atomic uint64_t evictions;
 	_Atomic uint64_t reload_failures;
 	_Atomic uint64_t derived[3];  /* answers derived, by rule (derive_rule_index) */
+	_Atomic uint64_t widened;     /* misses asked as a wider page (--widen-pages) */
 	_Atomic uint64_t derive_missed[METRICS_DERIVE_REASONS]; /* not, by reason */
 	_Atomic int64_t queue_waiting;
 	_Atomic int64_t in_flight;

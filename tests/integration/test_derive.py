@@ -569,6 +569,43 @@ def a_revalidation_is_derived_from_a_young_source_not_from_an_old_one():
 
 
 @run.test
+def widen_pages_asks_one_wide_page_for_ten_narrow_ones():
+    g = h.start_gateway(a, sim.port, "--derive", "all", "--widen-pages", "100")
+    p = h.start_gateway(a, sim.port, "--derive", "cursors", "--widen-pages", "100")
+    try:
+        before = upstream()
+        r = get("days=233&limit=10", g=g)
+        assert r.status == 200 and status(r).endswith("fwd=miss; fwd-status=200; stored; "
+                                                     "detail=widened"), status(r)
+        assert upstream() == before + 1
+        recent = h.sim_stats(sim)["recent"][-1]["query"]
+        assert recent == "days=233&limit=100", recent  # the wide page went upstream
+        assert r.body == direct(sim, "days=233&limit=10")
+        for page in range(1, 10):  # the other nine come out of it
+            q = "days=233&limit=10&offset=%d" % (page * 10)
+            assert_derived(q, "pages", g=g, times=1)
+        assert upstream() == before + 1
+        # the wide page is a stored answer of its own, and the first page too
+        assert "hit" in status(get("days=233&limit=100", g=g))
+        assert "hit" in status(get("days=233&limit=10", g=g))
+        assert upstream() == before + 1
+        m = metrics(g.port)
+        assert val(m, "contacts_gateway_widened_total") == 1
+        assert val(m, "contacts_gateway_derived_total", rule="pages") == 9
+        # a page at least as wide is asked as it is; no-cache refreshes too
+        assert_upstream("days=234&limit=100", g=g)
+        n = get("days=235&limit=10", g=g, headers={"Cache-Control": "no-cache"})
+        assert "detail=widened" not in status(n), status(n)
+        # without the pages rule there is nothing to cut the page out with
+        assert_upstream("days=236&limit=10", g=p)
+        # (the last one is assert_upstream's own direct ask)
+        assert h.sim_stats(sim)["recent"][-2]["query"] == "days=236&limit=10"
+    finally:
+        h.stop_gateway(g)
+        h.stop_gateway(p)
+
+
+@run.test
 def honour_refreshes_every_time_and_ignore_never():
     g = h.start_gateway(a, sim.port, "--client-no-cache", "honour")
     i = h.start_gateway(a, sim.port, "--client-no-cache", "ignore", "--no-cache-min-age", "0")
