@@ -22,6 +22,7 @@
 #include "cache/store.h"
 #include "cache/tool.h"
 #include "gateway/admit.h"
+#include "gateway/clock.h"
 #include "gateway/config.h"
 #include "gateway/fetch.h"
 #include "gateway/log.h"
@@ -101,10 +102,7 @@ static void reply_error(struct evhttp_request *req, int code, const char *error,
 
 static int64_t mono_ms(const struct admin *ad)
 {
-	struct timeval tv;
-
-	event_gettime_monotonic(ad->base, &tv);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+	return loop_mono_ms(ad->base);
 }
 
 /* SHA-256 of len bytes at p. */

@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <stdlib.h>
 
+#include "gateway/clock.h"
 #include "policy/check.h"
 
 #define ADMIT_MAGIC 0x41444d54u
@@ -20,10 +21,7 @@ struct admit {
 /* The monotonic clock callers pass as now_ms too. */
 static int64_t mono_ms(const struct admit *a)
 {
-	struct timeval tv;
-
-	event_gettime_monotonic(event_get_base(a->timer), &tv);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+	return loop_mono_ms(event_get_base(a->timer));
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

@@ -29,6 +29,7 @@
 
 #include "cache/lru.h"
 #include "gateway/admit.h"
+#include "gateway/clock.h"
 #include "gateway/fetch.h"
 #include "gateway/log.h"
 #include "policy/check.h"
@@ -239,18 +240,12 @@ size_t answerer_pins(const struct answerer *as)
 
 static int64_t wall_ms(struct answerer *as)
 {
-	struct timeval tv;
-
-	event_base_gettimeofday_cached(as->base, &tv);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+	return loop_wall_ms(as->base);
 }
 
 static int64_t mono_ms(struct answerer *as)
 {
-	struct timeval tv;
-
-	event_gettime_monotonic(as->base, &tv);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+	return loop_mono_ms(as->base);
 }
 
 /* evbuffer cleanup of a body referenced from the map: the bytes are

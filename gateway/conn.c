@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "gateway/clock.h"
 #include "gateway/log.h"
 #include "policy/check.h"
 
@@ -81,10 +82,7 @@ static _Thread_local struct conns *thread_conns;
 
 static int64_t mono_ms(struct conns *cs)
 {
-	struct timeval tv;
-
-	event_gettime_monotonic(cs->base, &tv);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+	return loop_mono_ms(cs->base);
 }
 
 static void listen_all(struct conns *cs, int on)

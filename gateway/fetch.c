@@ -24,18 +24,18 @@
 #include "cache/families.h"
 #include "cache/lru.h"
 #include "cache/repr.h"
-#include "gateway/admit.h"
-#include "gateway/flight.h"
 #include "gateway/access.h"
+#include "gateway/admit.h"
+#include "gateway/clock.h"
+#include "gateway/flight.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "policy/backoff.h"
 #include "policy/check.h"
 #include "policy/derive.h"
 #include "policy/json.h"
-#include "policy/query.h"
 #include "policy/keyset.h"
-#include "policy/backoff.h"
+#include "policy/query.h"
 #include "policy/retry_after.h"
 #include "policy/ttl.h"
 
@@ -212,20 +212,14 @@ static void on_landed(void *result, void *arg, int collapsed)
 
 static int64_t now_ms(struct fetcher *fx)
 {
-	struct timeval tv;
-
-	event_base_gettimeofday_cached(fx->base, &tv);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+	return loop_wall_ms(fx->base);
 }
 
 /* Admission's clock: monotonic, so a wall-clock step never drains or
  * refills a bucket, nor stretches a queue deadline. */
 static int64_t mono_ms(struct fetcher *fx)
 {
-	struct timeval tv;
-
-	event_gettime_monotonic(fx->base, &tv);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+	return loop_mono_ms(fx->base);
 }
 
 /* Publishes admission's state (after it ran): the breaker's for the

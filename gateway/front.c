@@ -33,6 +33,7 @@
 #include "cache/store.h"
 #include "gateway/access.h"
 #include "gateway/answer.h"
+#include "gateway/clock.h"
 #include "gateway/conn.h"
 #include "gateway/fetch.h"
 #include "gateway/log.h"
@@ -145,10 +146,7 @@ static void tell_main(struct front *fr, enum front_what what)
 
 static int64_t mono_ms(struct front *fr)
 {
-	struct timeval tv;
-
-	event_gettime_monotonic(fr->base, &tv);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+	return loop_mono_ms(fr->base);
 }
 
 /* Draining: tells the main loop once nothing is in flight; stopping: ends
