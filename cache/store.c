@@ -276,6 +276,8 @@ static void sha256_ctx_free(void *ctx)
 	EVP_MD_CTX_free(ctx);
 }
 
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
 static void sha256_fetch(void)
 {
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
@@ -286,12 +288,12 @@ static void sha256_fetch(void)
 static void sha256_parts(const void *a, size_t a_len, const void *b, size_t b_len,
 			 uint8_t out[32])
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	static _Thread_local EVP_MD_CTX *ctx;
+	pthread_once_t *once = &sha256_once;
 	EVP_MD *md;
 	unsigned int len = 0;
 
-	pthread_once(&once, sha256_fetch);
+	pthread_once(once, sha256_fetch);
 	if ((md = sha256_md) == NULL)
 		abort();
 	if (ctx == NULL) {
@@ -493,6 +495,10 @@ struct store *store_open(const char *dir, uint64_t map_bytes,
 	struct stat sb;
 	int rc, existed;
 
+	/* the hash's algorithm fetched now, on the opening thread, before any
+	 * loop thread starts (pthread_once would do it on first use anyway;
+	 * this way the threads see it made before they were created) */
+	pthread_once(&sha256_once, sha256_fetch);
 	if (st == NULL)
 		abort();
 	guard_install();
