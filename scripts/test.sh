@@ -20,12 +20,14 @@ case "$mode" in
     scripts/setup.sh
     scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCG_SANITIZE=ON
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+    export CG_IT_SLOW=2
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     cd build-asan && ctest --output-on-failure -j 2 --timeout 300 ;;
   --tsan)
     scripts/setup.sh
     scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCG_TSAN=ON
     export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp"
+    export CG_IT_SLOW=3
     cd build-tsan && ctest --output-on-failure -j 2 --timeout 300 ;;
   --valgrind)
     CG_SETUP_EXTRA=valgrind scripts/setup.sh

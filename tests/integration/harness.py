@@ -53,7 +53,9 @@ KEY_B = "sim-key-bravo"
 KEY_C = "sim-key-charlie"
 PATH = "/api/public/contacts"
 WRAP = shlex.split(os.environ.get("CG_WRAP", ""))
-SLOW = 6 if WRAP else 1             # factor for timeouts under a wrapper
+# factor for timeouts and rates: under a wrapper (valgrind), and under the
+# sanitizer builds (scripts/test.sh sets CG_IT_SLOW there)
+SLOW = int(os.environ.get("CG_IT_SLOW", "6" if WRAP else "1"))
 START_TIMEOUT = 10 * SLOW           # seconds for a binary to print its port
 TIMEOUT = 10 * SLOW                 # default socket timeout, seconds
 WATCHDOG = int(os.environ.get("CG_IT_WATCHDOG", str(170 if WRAP else 55)))

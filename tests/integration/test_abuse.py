@@ -76,8 +76,10 @@ run = h.Runner()
 sim = h.start_sim(a)
 run.watch(sim)
 with open(a.gateway, "rb") as _f:
-    SLOWED = bool(h.WRAP) or b"__asan_init" in _f.read()
-SLOW = h.SLOW * (3 if SLOWED and not h.WRAP else 1)
+    _bin = _f.read()
+    SLOWED = bool(h.WRAP) or b"__asan_init" in _bin or b"__tsan_init" in _bin
+# the harness's factor (a wrapper, CG_IT_SLOW), or 3 for a sanitizer build
+SLOW = h.SLOW if h.SLOW > 1 else (3 if SLOWED else 1)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -954,7 +956,7 @@ def slow_readers_of_a_large_answer_do_not_stop_storing():
                    len(late_unstored), used, body, len(stats), len(moved), read_s,
                    sum(1 for x in got if x and x[0] == 200 and x[2] == expect)))
         assert moved, "no answer was moved out of the map: the readers never stalled"
-        assert len(stores) >= 30, len(stores)
+        assert len(stores) >= max(10, 30 // SLOW), len(stores)
         assert all(x[1] == 200 for x in stores), [x for x in stores if x[1] != 200][:5]
         assert not late_fail_times, ("stores failed after the first 2 s", late_fail_times)
         assert not late_unstored, ("misses after the first 2 s not stored", late_unstored[:5])
