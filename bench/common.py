@@ -331,14 +331,16 @@ def to_ms(text):
     return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[m.group(2)]
 
 
-def wrk(port, path, threads, conns, seconds, key=KEY, during=None, headers=()):
-    """One wrk run; exits loudly on non-2xx answers or socket errors.
+def wrk(port, path, threads, conns, seconds, key=KEY, during=None, headers=(), timeout=None):
+    """One wrk run; exits loudly on non-2xx answers or socket errors (wrk
+    counts an answer slower than its --timeout, 2 s unless `timeout` says
+    otherwise ("10s"), as a socket error too).
     during: called once, a second into the run (half of it if shorter);
     what it returns is "during" in the result. headers: more request
     header lines ("Accept-Encoding: gzip").
     Returns {"rps", "p50", "p99" (ms), "requests", "during"}."""
     cmd = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % seconds, "--latency",
-           "-H", "x-api-key: " + key]
+           "-H", "x-api-key: " + key] + (["--timeout", timeout] if timeout else [])
     for h in headers:
         cmd += ["-H", h]
     cmd.append("http://127.0.0.1:%d%s" % (port, path))
