@@ -128,7 +128,7 @@ http {
     access_log off;
 %(tuning)s    proxy_cache_path %(tmp)s/nginx-cache levels=1:2 keys_zone=contacts:16m
                      max_size=1g inactive=1h use_temp_path=off;
-    upstream sim { server 127.0.0.1:%(sim)d; keepalive 32; }
+%(gzip)s    upstream sim { server 127.0.0.1:%(sim)d; keepalive 32; }
     server {
         listen 127.0.0.1:%(port)d%(reuseport)s;
         location / {
@@ -146,6 +146,16 @@ http {
 """
 
 
+# gzip=True: nginx compresses answers for clients that accept gzip. Its
+# proxy_cache stores the simulator's identity body (the simulator never
+# compresses), so every gzip hit is compressed again, at nginx's default
+# gzip_comp_level 1, and sent chunked (its length is not known up front).
+NGINX_GZIP = """    gzip on;
+    gzip_types application/json;
+    gzip_proxied any;
+"""
+
+
 NGINX_TUNING = """    sendfile on;
     open_file_cache max=1000 inactive=10m;
     open_file_cache_valid 10m;
@@ -155,10 +165,11 @@ NGINX_TUNING = """    sendfile on;
 
 
 def start_nginx(sim_port, name, workers=1, reuseport=False, tuned=True,
-                no_sendfile_limits=None):
+                no_sendfile_limits=None, gzip=False):
     """nginx proxy_cache on loopback. no_sendfile_limits (tuned only): a
     regex of limit= values answered without sendfile (it made 550 KB hits
-    slower on our 2-core machine)."""
+    slower on our 2-core machine). gzip: NGINX_GZIP (compressing on every
+    hit)."""
     port = free_port()
     d = os.path.join(TMP, name)
     os.makedirs(d)
@@ -167,6 +178,7 @@ def start_nginx(sim_port, name, workers=1, reuseport=False, tuned=True,
         f.write(NGINX_CONF % {"workers": workers, "tmp": d, "sim": sim_port, "port": port,
                               "reuseport": " reuseport" if reuseport else "",
                               "tuning": NGINX_TUNING if tuned else "",
+                              "gzip": NGINX_GZIP if gzip else "",
                               "location_extra": (
                                   '            if ($arg_limit ~ "%s") { sendfile off; }\n'
                                   % no_sendfile_limits if tuned and no_sendfile_limits
@@ -176,7 +188,9 @@ def start_nginx(sim_port, name, workers=1, reuseport=False, tuned=True,
 
 
 # Varnish 7.1: cache 200s for 10 minutes keyed on the URL and the API key;
-# anything else is passed through uncached.
+# anything else is passed through uncached. With gzip, beresp.do_gzip: the
+# object is gzipped once, when it is stored (Varnish's gzip_level, default
+# 6), sent as is to clients that accept gzip and gunzipped for the others.
 VARNISH_VCL = """vcl 4.1;
 backend sim { .host = "127.0.0.1"; .port = "%(sim)d"; }
 sub vcl_hash {
@@ -188,7 +202,7 @@ sub vcl_backend_response {
     if (beresp.status == 200) {
         set beresp.ttl = 10m;
         set beresp.grace = 0s;
-    } else {
+%(gzip)s    } else {
         set beresp.ttl = 0s;
         set beresp.uncacheable = true;
     }
@@ -197,17 +211,18 @@ sub vcl_backend_response {
 """
 
 
-def start_varnish(sim_port, name, storage="malloc,2G"):
+def start_varnish(sim_port, name, storage="malloc,2G", gzip=False):
     """varnishd in the foreground on loopback only: no management port
     (-T none), its working directory (-n) in TMP; as root without a jail
     (-j none), else as the invoking user. Its defaults otherwise (two
-    thread pools of 100..5000 threads)."""
+    thread pools of 100..5000 threads). gzip: beresp.do_gzip."""
     port = free_port()
     d = os.path.join(TMP, name)
     os.makedirs(d)
     vcl = os.path.join(d, "contacts.vcl")
     with open(vcl, "w") as f:
-        f.write(VARNISH_VCL % {"sim": sim_port})
+        f.write(VARNISH_VCL % {"sim": sim_port,
+                               "gzip": "        set beresp.do_gzip = true;\n" if gzip else ""})
     return _started(start([VARNISHD, "-F", "-j", "none", "-a", "127.0.0.1:%d" % port,
                            "-T", "none", "-n", os.path.join(d, "work"), "-f", vcl,
                            "-s", storage], name, port=port, cwd=d))
@@ -236,6 +251,61 @@ def fetch(port, path, key=KEY, headers=None, timeout=30):
     return r.status, hdrs, body
 
 
+def wire(port, path, key=KEY, headers=None, timeout=30):
+    """One keep-alive GET on a new connection (as wrk sends them), read as
+    raw bytes: what the server put on the wire. Returns a dict: status,
+    headers (dict, lower-cased), head (bytes of the status line and headers
+    with the blank line), wire_body (bytes after the head as sent: chunk
+    framing included when chunked), body (the payload, chunking removed,
+    still content-coded), chunked (bool)."""
+    h = {"Host": "127.0.0.1", "x-api-key": key}
+    h.update(headers or {})
+    req = "GET %s HTTP/1.1\r\n" % path + "".join("%s: %s\r\n" % kv for kv in h.items()) + "\r\n"
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(req.encode())
+    data = bytearray()
+
+    def more():
+        got = s.recv(1 << 20)
+        if not got:
+            sys.exit("bench: ABORT: port %d closed the connection mid-answer (%s)" % (port, path))
+        data.extend(got)
+
+    while data.find(b"\r\n\r\n") < 0:
+        more()
+    end = data.find(b"\r\n\r\n") + 4
+    head = bytes(data[:end])
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            hdrs[k.strip().lower()] = v.strip()
+    chunked = "chunked" in hdrs.get("transfer-encoding", "").lower()
+    body, i = bytearray(), end
+    if chunked:  # size line, data, CRLF; ends with a 0 size line and CRLF (no trailers)
+        while True:
+            while data.find(b"\r\n", i) < 0:
+                more()
+            j = data.find(b"\r\n", i)
+            n = int(bytes(data[i:j]).split(b";")[0], 16)
+            while len(data) < j + 2 + n + 2:
+                more()
+            body += data[j + 2:j + 2 + n]
+            i = j + 2 + n + 2
+            if n == 0:
+                break
+    else:
+        n = int(hdrs.get("content-length", "0"))
+        while len(data) < end + n:
+            more()
+        body, i = data[end:end + n], end + n
+    s.close()
+    return {"status": status, "headers": hdrs, "head": len(head), "wire_body": i - end,
+            "body": bytes(body), "chunked": chunked}
+
+
 def sim_control(sim_port, method, path):
     """A simulator control request (/__sim/...); its JSON or None."""
     cn = http.client.HTTPConnection("127.0.0.1", sim_port, timeout=10)
@@ -261,13 +331,19 @@ def to_ms(text):
     return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[m.group(2)]
 
 
-def wrk(port, path, threads, conns, seconds, key=KEY, during=None):
-    """One wrk run; exits loudly on non-2xx answers or socket errors.
+def wrk(port, path, threads, conns, seconds, key=KEY, during=None, headers=(), timeout=None):
+    """One wrk run; exits loudly on non-2xx answers or socket errors (wrk
+    counts an answer slower than its --timeout, 2 s unless `timeout` says
+    otherwise ("10s"), as a socket error too).
     during: called once, a second into the run (half of it if shorter);
-    what it returns is "during" in the result.
+    what it returns is "during" in the result. headers: more request
+    header lines ("Accept-Encoding: gzip").
     Returns {"rps", "p50", "p99" (ms), "requests", "during"}."""
     cmd = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % seconds, "--latency",
-           "-H", "x-api-key: " + key, "http://127.0.0.1:%d%s" % (port, path)]
+           "-H", "x-api-key: " + key] + (["--timeout", timeout] if timeout else [])
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append("http://127.0.0.1:%d%s" % (port, path))
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = None
     if during:
