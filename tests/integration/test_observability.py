@@ -160,7 +160,9 @@ def breaker_and_offline_show_in_metrics_and_log():
         g.signal(signal.SIGRTMIN + 1)
         h.eventually(lambda: val(metrics(g.port), "contacts_gateway_offline") == 1,
                      what="offline 1")
-        assert "offline: answering from the cache only (by signal SIGRTMIN+1)" in g.read_log()
+        # the flag is set before its log line is written: wait for the line too
+        h.eventually(lambda: "offline: answering from the cache only (by signal SIGRTMIN+1)"
+                     in g.read_log(), what="the offline line")
         assert h.request(g.port, "/readyz").json()["offline"] is True
         h.json_error(h.contacts(g.port, "days=24"), 504, "offline")
         assert val(metrics(g.port), "contacts_gateway_upstream_refusals_total",
