@@ -12,7 +12,6 @@
  */
 #include "gateway/fetch.h"
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -104,7 +103,7 @@ struct fetcher {
 	const char *breaker_state;     /* as last logged */
 };
 
-static void on_fetched(const struct upstream_response *resp, void *arg);
+static void on_fetched(struct upstream_response *resp, void *arg);
 struct to_store;
 static void to_store_free(struct to_store *ts);
 static void land(struct fetch *fc, struct fetched *f);
@@ -793,10 +792,9 @@ static int64_t vendor_retry_after(const struct upstream_response *resp, int64_t 
 }
 
 /* The answer as every waiter will see it; takes the body out of resp. */
-static struct fetched *fetched_from(const struct upstream_response *resp)
+static struct fetched *fetched_from(struct upstream_response *resp)
 {
 	struct fetched *f = fetched_new();
-	size_t len = evbuffer_get_length(resp->body);
 
 	f->asked = 1;
 	f->result = resp->result;
@@ -805,12 +803,7 @@ static struct fetched *fetched_from(const struct upstream_response *resp)
 	memcpy(f->error, resp->error, sizeof(f->error));
 	f->n_headers = resp->n_headers;
 	memcpy(f->headers, resp->headers, resp->n_headers * sizeof(resp->headers[0]));
-	if (len > 0) {
-		f->body = malloc(len);
-		AN(f->body);
-		CHECK(evbuffer_remove(resp->body, f->body, len) == (int)len);
-		f->body_len = len;
-	}
+	f->body = upstream_take_body(resp, &f->body_len);
 	return f;
 }
 
@@ -923,7 +916,7 @@ static void widen(struct fetch *fc)
  * 5xx, 429, or a 200 that is not a JSON array) never touches what is
  * stored, and lets a stored answer stand in for the waiters.
  */
-static void on_fetched(const struct upstream_response *resp, void *arg)
+static void on_fetched(struct upstream_response *resp, void *arg)
 {
 	struct fetch *fc = arg;
 	struct fetcher *fx;
@@ -953,8 +946,7 @@ static void on_fetched(const struct upstream_response *resp, void *arg)
 	}
 	admit_done(&fc->ticket, outcome, retry_after, mono);
 	malformed = resp->result == UPSTREAM_OK && resp->status == 200 &&
-		    !json_is_array((const char *)evbuffer_pullup(resp->body, -1),
-				   evbuffer_get_length(resp->body));
+		    !json_is_array(resp->body, resp->body_len);
 	count_upstream(fx, resp, malformed);
 	publish_breaker(fx);
 	if (resp->result == UPSTREAM_OK && resp->status >= 200 && resp->status < 300)

@@ -27,7 +27,6 @@
 #include "gateway/upstream.h"
 
 #include <curl/curl.h>
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -155,10 +154,49 @@ static void fetch_destroy(struct upstream_fetch *f)
 {
 	curl_easy_cleanup(f->easy); /* NULL is a no-op */
 	curl_slist_free_all(f->headers);
-	if (f->resp.body)
-		evbuffer_free(f->resp.body);
+	free(f->resp.body);
 	f->magic = 0;
 	free(f);
+}
+
+/*
+ * The body is gathered in one allocation, not in an evbuffer's chains: the
+ * waiters and the store want it contiguous, and gathering it in chains meant
+ * copying it twice at the landing (a pullup for the JSON check, then out of
+ * the evbuffer) with three bodies alive at the peak of a large miss. Sized
+ * from the Content-Length when there is one (the coded length when the
+ * vendor compresses: the decoded body then grows from there), else from
+ * BODY_FIRST_CAP, doubling up to --max-body-bytes. Large blocks are mapped
+ * (main.c fixes malloc's mmap threshold), so growing one is an mremap, not
+ * a copy.
+ */
+#define BODY_FIRST_CAP (16 * 1024)
+
+static int body_reserve(struct upstream_fetch *f, size_t need)
+{
+	struct upstream_response *r = &f->resp;
+	size_t max = f->up->cfg.max_body, cap = r->body_cap;
+	char *p;
+
+	CHECK(need <= max);
+	if (need <= cap)
+		return 0;
+	if (cap == 0) {
+		curl_off_t hint = -1;
+
+		cap = BODY_FIRST_CAP;
+		if (curl_easy_getinfo(f->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &hint) ==
+			    CURLE_OK && hint > 0 && (uint64_t)hint <= max)
+			cap = (size_t)hint;
+	}
+	while (cap < need)
+		cap = cap > max / 2 ? max : cap * 2;
+	p = realloc(r->body, cap);
+	if (p == NULL)
+		return -1;
+	r->body = p;
+	r->body_cap = cap;
+	return 0;
 }
 
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *arg)
@@ -167,13 +205,34 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	size_t n = size * nmemb;
 
 	CHECK_OBJ_NOTNULL(f, FETCH_MAGIC);
-	if (evbuffer_get_length(f->resp.body) + n > f->up->cfg.max_body) {
+	if (n > f->up->cfg.max_body - f->resp.body_len) {
 		f->too_big = 1;
 		return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
 	}
-	if (evbuffer_add(f->resp.body, data, n) != 0)
+	if (n == 0)
 		return 0;
+	if (body_reserve(f, f->resp.body_len + n) != 0)
+		return 0; /* out of memory: CURLE_WRITE_ERROR, a failed fetch */
+	memcpy(f->resp.body + f->resp.body_len, data, n);
+	f->resp.body_len += n;
 	return n;
+}
+
+char *upstream_take_body(struct upstream_response *resp, size_t *len)
+{
+	char *b = resp->body, *cut;
+
+	*len = resp->body_len;
+	resp->body = NULL;
+	resp->body_len = resp->body_cap = 0;
+	if (b != NULL && *len == 0) {
+		free(b);
+		return NULL;
+	}
+	/* give back what doubling left over (in place, or an mremap) */
+	if (b != NULL && (cut = realloc(b, *len)) != NULL)
+		b = cut;
+	return b;
 }
 
 /* ---- the contract, checked on the answer's head ---- */
@@ -685,7 +744,7 @@ static void finish(struct upstream_fetch *f, CURLcode rc)
 	if (r->result == UPSTREAM_INVALID)
 		warn_refused(up, r->error);
 	cglog(CGLOG_DEBUG, "upstream done: result=%d status=%ld bytes=%zu ms=%.1f%s%s",
-	      (int)r->result, r->status, evbuffer_get_length(r->body), r->total_ms,
+	      (int)r->result, r->status, r->body_len, r->total_ms,
 	      r->error[0] ? " error=" : "", r->error);
 	f->done(r, f->arg);
 	fetch_destroy(f);
@@ -884,12 +943,11 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 	f->done = done;
 	f->arg = arg;
 	f->easy = curl_easy_init();
-	f->resp.body = evbuffer_new();
 	url_len = strlen(up->base_url) + sizeof(CONTACTS_PATH) + 1 + strlen(canonical_query);
 	hdr_len = sizeof(API_KEY_HEADER) + strlen(api_key);
 	url = malloc(url_len);
 	hdr = malloc(hdr_len);
-	if (f->easy == NULL || f->resp.body == NULL || url == NULL || hdr == NULL)
+	if (f->easy == NULL || url == NULL || hdr == NULL)
 		goto fail;
 	snprintf(url, url_len, "%s%s?%s", up->base_url, CONTACTS_PATH, canonical_query);
 	snprintf(hdr, hdr_len, "%s%s", API_KEY_HEADER, api_key);
@@ -951,7 +1009,7 @@ struct upstream_fetch *upstream_fetch(struct upstream *up,
 fail:
 	free(url);
 	free(hdr);
-	fetch_destroy(f); /* curl_easy_cleanup and evbuffer checks take NULL */
+	fetch_destroy(f); /* curl_easy_cleanup and free take NULL */
 	return NULL;
 }
 

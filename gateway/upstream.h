@@ -42,7 +42,6 @@
 #include <stdint.h>
 
 struct event_base;
-struct evbuffer;
 struct upstream;
 struct upstream_fetch;
 
@@ -79,7 +78,11 @@ struct upstream_header {
 struct upstream_response {
 	enum upstream_result result;
 	long status;                /* HTTP status when result is UPSTREAM_OK */
-	struct evbuffer *body;      /* owned by the fetch; callers may drain it */
+	char *body;                 /* body_len bytes (malloc'd, owned by the
+				     * fetch; the done callback may take it:
+				     * upstream_take_body); NULL when empty */
+	size_t body_len;
+	size_t body_cap;            /* bytes allocated at body (private) */
 	struct upstream_header headers[UPSTREAM_HEADERS_MAX];
 	size_t n_headers;           /* Content-Type, Retry-After, rate limits;
 				     * 0 unless result is UPSTREAM_OK */
@@ -92,8 +95,11 @@ struct upstream_response {
 };
 
 /* Called once when the fetch ends. `resp` is valid only during the call. */
-typedef void (*upstream_done_fn)(const struct upstream_response *resp,
-				 void *arg);
+typedef void (*upstream_done_fn)(struct upstream_response *resp, void *arg);
+
+/* Takes the body out of resp (the caller frees it; NULL when empty) and
+ * sets *len to its length; the allocation is cut to that length. */
+char *upstream_take_body(struct upstream_response *resp, size_t *len);
 
 /* Creates the client on `base`. Returns NULL if curl cannot be set up. */
 struct upstream *upstream_new(struct event_base *base,
