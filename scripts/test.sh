@@ -33,7 +33,15 @@ case "$mode" in
     CG_SETUP_EXTRA=valgrind scripts/setup.sh
     scripts/build.sh build
     export CG_WRAP="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99"
-    cd build && ctest --output-on-failure -j 2 --timeout 600 ;;
+    # the unit tests under memcheck themselves (ctest runs them bare), then
+    # the suite with every gateway the scenario tests start under it
+    for t in build/tests/test_*; do
+      [ -x "$t" ] || continue
+      $CG_WRAP "$t" > "build/Testing/valgrind-$(basename "$t").log" 2>&1 ||
+        { cat "build/Testing/valgrind-$(basename "$t").log"; echo "valgrind: $t failed" >&2; exit 1; }
+    done
+    export CG_IT_SLOW=4
+    cd build && ctest --output-on-failure -j 2 --timeout 900 ;;
   --helgrind)
     # the threaded paths (front loops, the fetch layer, reloads) under
     # helgrind; the library races it cannot see through are named in
