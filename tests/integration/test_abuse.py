@@ -110,9 +110,10 @@ def socket_fds(pid):
     return n
 
 
-def all_fds(pid):
+def all_fds(pid, but=frozenset()):
+    """The number of the process's open fds, those numbered in `but` left out."""
     try:
-        return len(os.listdir("/proc/%d/fd" % pid))
+        return len(set(int(x) for x in os.listdir("/proc/%d/fd" % pid)) - but)
     except OSError:
         return 0
 
@@ -451,11 +452,15 @@ def out_of_fds_no_spin_no_log_flood_and_serving_again():
         time.sleep(0.2)
         base = all_fds(pid)
         limit = base + 30
+        # a wrapper's own fds (valgrind keeps its own above the range it
+        # gives the program, and the kernel lets fds opened before stay
+        # above a lowered limit) are not the gateway's: left out of `held`
+        theirs = frozenset(int(x) for x in os.listdir("/proc/%d/fd" % pid) if int(x) >= limit)
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
         t0 = time.time()
         for _ in range(300):
             socks.append(socket.create_connection(("127.0.0.1", g.port), timeout=5))
-        h.eventually(lambda: all_fds(pid) >= limit - 1, timeout=5,
+        h.eventually(lambda: all_fds(pid, theirs) >= limit - 1 - len(theirs), timeout=5 * SLOW,
                      what="the gateway at its fd limit")
         time.sleep(0.3)
         c0 = cpu_seconds(pid)
@@ -463,7 +468,7 @@ def out_of_fds_no_spin_no_log_flood_and_serving_again():
         time.sleep(2.0)
         cpu = cpu_seconds(pid) - c0
         wall = time.time() - w0
-        held = all_fds(pid)
+        held = all_fds(pid, theirs)
         # an accepted client is still served (a hit: no fd needed)
         r1 = h.request(g.port, "/healthz", conn=keep)
         r2 = h.contacts(g.port, "days=9&limit=2", conn=keep)
