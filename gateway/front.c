@@ -811,9 +811,8 @@ static void handle_ready(struct front *fr, struct evhttp_request *req)
 			    ready ? "ready" : "draining",
 			    fetcher_offline(fr->sh.fetcher, mono) ? "true" : "false",
 			    fetcher_breaker_open(fr->sh.fetcher, mono) ? "open" : "closed",
-			    (long long)atomic_load_explicit(&mx->keys_blocked, memory_order_relaxed),
-			    (long long)atomic_load_explicit(&mx->queue_waiting,
-							    memory_order_relaxed));
+			    (long long)metrics_gauge_get(&mx->keys_blocked),
+			    (long long)metrics_gauge_get(&mx->queue_waiting));
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 			  ANSWER_JSON_TYPE);
 	answer_head_length(req, evbuffer_get_length(body));

@@ -160,6 +160,22 @@ void metrics_caller(struct metrics *m, const char *raw, enum metrics_cache cache
 				  memory_order_relaxed);
 }
 
+void metrics_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+void metrics_set(_Atomic int64_t *g, int64_t v)
+{
+	atomic_store_explicit(g, v, memory_order_relaxed);
+}
+
+int64_t metrics_gauge_get(_Atomic int64_t *g)
+{
+	return atomic_load_explicit(g, memory_order_relaxed);
+}
+
 static uint64_t load(_Atomic uint64_t *c)
 {
 	return atomic_load_explicit(c, memory_order_relaxed);
