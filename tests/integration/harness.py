@@ -33,6 +33,7 @@ errors and leaks fail the test that stops it. Timeouts are stretched then.
 import argparse
 import atexit
 import http.client
+import http.server
 import json
 import os
 import re
@@ -545,3 +546,50 @@ class Runner:
         signal.alarm(0)
         print("%d passed, %d failed" % (passed, failed), flush=True)
         sys.exit(1 if failed else 0)
+
+
+class KeyStub:
+    """A stand-in vendor on 127.0.0.1, for answers the simulator does not
+    give: every GET is counted per x-api-key (`count`, `n(key)`) and answered
+    as JSON with what the subclass's answer(key, path) returns, (status,
+    headers, body). answer() runs outside `lock` (it may take it)."""
+
+    def __init__(self):
+        stub = self
+        self.lock = threading.Lock()
+        self.count = {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                key = self.headers.get("x-api-key", "")
+                with stub.lock:
+                    stub.count[key] = stub.count.get(key, 0) + 1
+                status, headers, body = stub.answer(key, self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, key, path):
+        raise NotImplementedError
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def n(self, key):
+        with self.lock:
+            return self.count.get(key, 0)

@@ -57,7 +57,6 @@ bound, with generous margins for a loaded 2-core machine.
 
 CG_IT_ONLY=name,name runs only those cases (for development).
 """
-import http.server
 import json
 import os
 import re
@@ -632,58 +631,25 @@ def nul_in_a_head_that_arrives_while_the_one_before_waits_is_400():
 
 # ---- (f) key floods ----
 
-class Stub:
+class Stub(h.KeyStub):
     """A vendor: keys in `known` get 200 with a JSON array (the query in it);
     others get `unknown` (429 with Retry-After 600, or 401). Counts requests
     per key, with their times."""
 
     def __init__(self, known, unknown):
-        stub = self
-        self.lock = threading.Lock()
-        self.count = {}
+        self.known, self.unknown = known, unknown
         self.times = []
+        super().__init__()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                key = self.headers.get("x-api-key", "")
-                with stub.lock:
-                    stub.count[key] = stub.count.get(key, 0) + 1
-                    stub.times.append((time.time(), key))
-                headers = []
-                if key in known:
-                    status = 200
-                    body = json.dumps([{"query": self.path, "n": 1}]).encode()
-                elif unknown == 429:
-                    status, headers = 429, [("Retry-After", "600")]
-                    body = b'{"statusCode":429,"message":"Too Many Requests"}'
-                else:
-                    status = 401
-                    body = b'{"statusCode":401,"message":"Invalid or missing API key"}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def n(self, key):
+    def answer(self, key, path):
         with self.lock:
-            return self.count.get(key, 0)
+            self.times.append((time.time(), key))
+        if key in self.known:
+            return 200, [], json.dumps([{"query": path, "n": 1}]).encode()
+        if self.unknown == 429:
+            return (429, [("Retry-After", "600")],
+                    b'{"statusCode":429,"message":"Too Many Requests"}')
+        return 401, [], b'{"statusCode":401,"message":"Invalid or missing API key"}'
 
     def bogus(self, known):
         with self.lock:

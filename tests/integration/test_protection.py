@@ -25,8 +25,6 @@
 Every gateway here runs with protect=True and sets what it tests.
 """
 import email.utils
-import http.server
-import json
 import re
 import socket
 import threading
@@ -160,55 +158,23 @@ def raw_read_status(s, timeout):
 
 # ---- a stub vendor: HTTP-date Retry-After and rate-limit headers ----
 
-class Stub:
+class Stub(h.KeyStub):
     """A minimal vendor on loopback. Per key, `plan[key]` is a list of
     answers to give next (callables returning (status, headers)); without
     one, 200 []. `count[key]` counts requests."""
 
     def __init__(self):
-        stub = self
-        self.lock = threading.Lock()
         self.plan = {}
-        self.count = {}
+        super().__init__()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                key = self.headers.get("x-api-key", "")
-                with stub.lock:
-                    stub.count[key] = stub.count.get(key, 0) + 1
-                    todo = stub.plan.get(key) or []
-                    answer = todo.pop(0) if todo else None
-                if answer is None:
-                    status, headers, body = 200, [], b"[]"
-                else:
-                    status, headers = answer()
-                    body = b'{"statusCode":%d,"message":"stub"}' % status
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def n(self, key):
+    def answer(self, key, path):
         with self.lock:
-            return self.count.get(key, 0)
+            todo = self.plan.get(key) or []
+            answer = todo.pop(0) if todo else None
+        if answer is None:
+            return 200, [], b"[]"
+        status, headers = answer()
+        return status, headers, b'{"statusCode":%d,"message":"stub"}' % status
 
 
 # ---- scenarios ----
